@@ -1,0 +1,42 @@
+# The two commands: `make run` and `make test`. Both work on a fresh Debian machine with
+# Python 3.11 and root; they install what is missing and nothing twice.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+CONFIG ?= conf/mediagate.toml
+# Debian packages: the run needs a CJK font for text watermarks; the tests also drive
+# real peers (ffmpeg/ffprobe, curl).
+RUN_DEBS  := fonts-noto-cjk
+TEST_DEBS := $(RUN_DEBS) ffmpeg curl
+
+.PHONY: run test lint bench clean debs-run debs-test
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $@
+
+debs-run:
+	@sh contrib/scripts/ensure-debs.sh $(RUN_DEBS)
+
+debs-test:
+	@sh contrib/scripts/ensure-debs.sh $(TEST_DEBS)
+
+run: $(VENV)/.installed debs-run
+	$(BIN)/mediagate serve --config $(CONFIG)
+
+test: $(VENV)/.installed debs-test
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check .
+
+bench: $(VENV)/.installed debs-test
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) data .pytest_cache

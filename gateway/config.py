@@ -1,0 +1,280 @@
+"""Configuration: TOML file, then environment variables, then ``--set`` overrides, validated once.
+
+Precedence (later wins): built-in defaults < the TOML file < ``MEDIAGATE_*`` environment
+variables < ``--set section.key=value`` on the command line.
+
+Environment scheme: ``MEDIAGATE_`` + the dotted key path in upper case with ``__`` between
+levels, e.g. ``MEDIAGATE_HTTP__PORT=9000`` or ``MEDIAGATE_PLUGINS__WEBHOOK__URLS='["http://x"]'``.
+Values are read as TOML values when they parse as one (numbers, booleans, arrays, quoted
+strings) and as plain strings otherwise.
+
+Any unknown key or bad value is a :class:`ConfigError` that names the key and, for keys from
+the file, its line.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from gateway.errors import ConfigError
+
+ENV_PREFIX = "MEDIAGATE_"
+
+
+class Section(BaseModel):
+    """Base for config sections: unknown keys are errors, values are validated strictly enough."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class NodeConfig(Section):
+    id: str = Field("", description="Node id; empty means the host name.")
+    data_dir: Path = Field(Path("./data"), description="Where SQLite, uploads and recordings live.")
+    public_url: str = Field("", description="Base URL clients use to reach this node; empty derives it.")
+
+    def resolved_id(self) -> str:
+        return self.id or socket.gethostname()
+
+
+class HttpConfig(Section):
+    host: str = "0.0.0.0"
+    port: int = Field(8080, ge=0, le=65535)
+    cors_origins: list[str] = Field(default_factory=list)
+    max_json_kb: int = Field(1024, gt=0)
+
+
+class LogConfig(Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["console", "json"] = "console"
+
+
+class StoreConfig(Section):
+    url: str = Field("", description="SQLAlchemy async URL; empty is SQLite under node.data_dir.")
+    echo: bool = False
+
+
+class AuthConfig(Section):
+    jwt_secret: str = Field("", description="HMAC key for tokens; empty generates one in data_dir.")
+    api_keys: dict[str, str] = Field(default_factory=dict, description="access_key -> secret_key")
+    bootstrap_key: bool = Field(True, description="Create and print an API key when none exists.")
+    token_ttl_s: int = Field(86400, gt=0)
+    max_token_ttl_s: int = Field(30 * 86400, gt=0)
+    join_token_ttl_s: int = Field(3600, gt=0)
+
+
+class RoomsConfig(Section):
+    empty_timeout_s: int = Field(300, ge=0, description="Close a room this long after the last leaves.")
+    max_participants: int = Field(0, ge=0, description="Default per-room limit; 0 is unlimited.")
+    max_rooms: int = Field(0, ge=0, description="Node-wide room limit; 0 is unlimited.")
+
+
+class FilesConfig(Section):
+    dir: Path | None = Field(None, description="Upload directory; empty is data_dir/files.")
+    max_size_mb: float = Field(50, gt=0)
+    allowed_types: list[str] = Field(default_factory=lambda: [
+        "png", "jpg", "jpeg", "gif", "webp", "bmp", "mp3", "mp4", "m4a", "aac", "wav", "ogg",
+        "opus", "flac", "avi", "mov", "mkv", "flv", "webm", "ttf", "otf",
+    ])
+
+
+class MediaConfig(Section):
+    font: str = Field("", description="Font file for text watermarks; empty searches for Noto Sans CJK.")
+    canvas_width: int = Field(1280, ge=16, le=4096)
+    canvas_height: int = Field(720, ge=16, le=4096)
+    fps: int = Field(30, ge=1, le=60)
+    x264_preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium"] = "veryfast"
+    video_kbps: int = Field(1500, gt=0)
+    audio_kbps: int = Field(128, gt=0)
+    gop_s: float = Field(2, gt=0)
+    audio_jitter_ms: int = Field(60, ge=20, le=1000, description="Target audio jitter buffer depth.")
+    encoder_threads: int = Field(0, ge=0, description="libx264 threads; 0 lets x264 choose.")
+    loop_lag_warn_ms: int = Field(50, gt=0)
+
+
+class PluginsConfig(BaseModel):
+    """``disabled`` lists plugin names not to load; other keys are per-plugin sections."""
+
+    model_config = ConfigDict(extra="allow")
+    disabled: list[str] = Field(default_factory=list)
+    only: list[str] | None = Field(None, description="If set, load only these plugins.")
+
+    def section_names(self) -> list[str]:
+        return [name for name, value in (self.model_extra or {}).items() if isinstance(value, dict)]
+
+    def section(self, name: str) -> dict[str, Any]:
+        extra = self.model_extra or {}
+        value = extra.get(name, {})
+        return value if isinstance(value, dict) else {}
+
+
+class Config(Section):
+    node: NodeConfig = Field(default_factory=NodeConfig)
+    http: HttpConfig = Field(default_factory=HttpConfig)
+    log: LogConfig = Field(default_factory=LogConfig)
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
+    rooms: RoomsConfig = Field(default_factory=RoomsConfig)
+    files: FilesConfig = Field(default_factory=FilesConfig)
+    media: MediaConfig = Field(default_factory=MediaConfig)
+    plugins: PluginsConfig = Field(default_factory=PluginsConfig)
+
+    # where each file key was read: dotted path -> line; used to name lines in late errors
+    _lines: dict[str, int] = {}
+    _source: str | None = None
+
+    @property
+    def store_url(self) -> str:
+        if self.store.url:
+            return self.store.url
+        return f"sqlite+aiosqlite:///{(self.node.data_dir / 'mediagate.db').as_posix()}"
+
+    @property
+    def files_dir(self) -> Path:
+        return self.files.dir or self.node.data_dir / "files"
+
+    def public_url(self) -> str:
+        if self.node.public_url:
+            return self.node.public_url.rstrip("/")
+        host = self.http.host if self.http.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+        return f"http://{host}:{self.http.port}"
+
+    def line_of(self, key: str) -> int | None:
+        return _nearest_line(self._lines, key)
+
+    def error(self, message: str, key: str) -> ConfigError:
+        """A ConfigError for `key` that names its line in the file when the file set it."""
+        return ConfigError(message, key=key, line=self.line_of(key), source=self._source)
+
+
+_HEADER = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
+_KEY = re.compile(r"^\s*([A-Za-z0-9_\-\".]+)\s*=")
+
+
+def locate_keys(text: str) -> dict[str, int]:
+    """Map each dotted key path written in a TOML document to its 1-based line number.
+
+    tomllib gives no positions, so this reads table headers and ``key =`` lines; it is only
+    used to point error messages at the right line.
+    """
+    lines: dict[str, int] = {}
+    table: list[str] = []
+    in_multiline: str | None = None
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if in_multiline:
+            if in_multiline in line:
+                in_multiline = None
+            continue
+        if not line or line.startswith("#"):
+            continue
+        header = _HEADER.match(line)
+        if header:
+            table = [part.strip().strip('"') for part in header.group(1).split(".")]
+            lines.setdefault(".".join(table), number)
+            continue
+        key = _KEY.match(line)
+        if key:
+            path = table + [part.strip().strip('"') for part in key.group(1).split(".")]
+            lines.setdefault(".".join(path), number)
+            rest = line[key.end():]
+            for quote in ('"""', "'''"):
+                if rest.count(quote) == 1:
+                    in_multiline = quote
+    return lines
+
+
+def _nearest_line(lines: dict[str, int], key: str) -> int | None:
+    parts = key.split(".")
+    while parts:
+        found = lines.get(".".join(parts))
+        if found:
+            return found
+        parts.pop()
+    return None
+
+
+def parse_value(raw: str) -> Any:
+    """Read an override value as TOML when it is one, else as a plain string."""
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def _set_path(tree: dict[str, Any], path: list[str], value: Any, origin: str) -> None:
+    node = tree
+    for part in path[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"cannot set a key under non-table value (from {origin})", key=".".join(path))
+        node = child
+    node[path[-1]] = value
+
+
+def env_overrides(environ: dict[str, str]) -> list[tuple[str, Any]]:
+    """``MEDIAGATE_HTTP__PORT=9000`` -> ``("http.port", 9000)``; MEDIAGATE_CONFIG is not a key."""
+    found = []
+    for name, raw in sorted(environ.items()):
+        if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX + "CONFIG":
+            continue
+        path = name[len(ENV_PREFIX):].lower().split("__")
+        if not all(path):
+            continue
+        found.append((".".join(path), parse_value(raw)))
+    return found
+
+
+def set_overrides(items: list[str]) -> list[tuple[str, Any]]:
+    """``--set http.port=9000`` items -> ``("http.port", 9000)``."""
+    found = []
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects section.key=value, got {item!r}")
+        found.append((key.strip(), parse_value(raw.strip())))
+    return found
+
+
+def load_config(path: str | Path | None = None, *, overrides: list[str] | None = None,
+                environ: dict[str, str] | None = None) -> Config:
+    """Read, merge and validate the configuration; raise ConfigError naming key and line."""
+    tree: dict[str, Any] = {}
+    lines: dict[str, int] = {}
+    source = None
+    if path is not None:
+        source = str(path)
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file: {exc.strerror}", source=source) from exc
+        try:
+            tree = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            match = re.search(r"line (\d+)", str(exc))
+            raise ConfigError(f"invalid TOML: {exc}", line=int(match.group(1)) if match else None,
+                              source=source) from exc
+        lines = locate_keys(text)
+    env = os.environ if environ is None else environ
+    for key, value in env_overrides(dict(env)):
+        _set_path(tree, key.split("."), value, "environment")
+    for key, value in set_overrides(overrides or []):
+        _set_path(tree, key.split("."), value, "--set")
+    try:
+        config = Config.model_validate(tree)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = ".".join(str(part) for part in first["loc"])
+        message = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
+        if first["type"] != "extra_forbidden" and "input" in first:
+            message += f" (got {first['input']!r})"
+        raise ConfigError(message, key=key, line=_nearest_line(lines, key), source=source) from exc
+    config._lines = lines
+    config._source = source
+    return config
