@@ -46,7 +46,6 @@ class NodeConfig(Section):
 class HttpConfig(Section):
     host: str = "0.0.0.0"
     port: int = Field(8080, ge=0, le=65535)
-    cors_origins: list[str] = Field(default_factory=list)
     max_json_kb: int = Field(1024, gt=0)
 
 

@@ -154,6 +154,8 @@ class Layout(Model):
                           "tiled, corner, five_up, speaker, voice_activated, big_small_x2..x10, "
                           "big_small_top, big_small_bottom, custom, or a plugin's template")
     main: str | None = Field(None, description="participant shown big by templates that have a main window")
+    screen_template: str | None = Field(None, description="template used instead while someone shares a "
+                                        "screen (Juphoon smart mode scsMode)")
     max_videos: int = Field(25, ge=1, le=64)
     regions: list[Region] = Field(default_factory=list, max_length=64)
     watermarks: Watermarks = Field(default_factory=Watermarks)

@@ -1,0 +1,1 @@
+"""The HTTP surface: thin aiohttp handlers that translate requests into service calls."""

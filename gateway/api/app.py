@@ -1,0 +1,38 @@
+"""Builds the aiohttp application: middlewares, core routes, plugin routes, OpenAPI, docs."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import swagger_ui
+from aiohttp import web
+
+from gateway import __version__
+from gateway.api import auth, egress, files, ingress, ops, rooms, ws
+from gateway.api.middleware import errors_middleware, make_auth_middleware
+from gateway.api.routing import ApiRouter
+
+if TYPE_CHECKING:
+    from gateway.node import Node
+
+DESCRIPTION = """Self-hosted media gateway. Authenticate with `POST /v1/auth/token`, then send
+`Authorization: Bearer <token>`. Errors are `{"error": {"code", "message", "field"}}`."""
+
+
+def core_router() -> ApiRouter:
+    router = ApiRouter()
+    for module in (ops, auth, rooms, files, ws, egress, ingress):
+        module.register(router)
+    return router
+
+
+def build_app(node: Node) -> web.Application:
+    app = web.Application(middlewares=[errors_middleware, make_auth_middleware(node)],
+                          client_max_size=node.config.http.max_json_kb * 1024)
+    app["node"] = node
+    router = core_router()
+    router.install(app)
+    app["openapi"] = router.openapi(title="mediagate", version=__version__, description=DESCRIPTION)
+    node.pm.hook.mediagate_http_routes(app=app, node=node)
+    swagger_ui.api_doc(app, config_rel_url="/openapi.json", url_prefix="/docs", title="mediagate API")
+    return app

@@ -1,0 +1,125 @@
+"""Cross-cutting HTTP concerns: errors as JSON, authentication, request ids."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+import structlog
+from aiohttp import web
+
+from gateway.errors import Forbidden, MediagateError, PayloadTooLarge, Unauthorized
+from gateway.security import Principal
+
+if TYPE_CHECKING:
+    from gateway.node import Node
+
+log = structlog.get_logger(__name__)
+HandlerT = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+PUBLIC_V1 = {("POST", "/v1/auth/token")}
+PUBLIC_SUFFIXES = ("/join",)  # POST /v1/rooms/{id}/join checks the room password itself
+
+
+def error_response(exc: MediagateError, request_id: str | None = None) -> web.Response:
+    body = exc.to_dict()
+    if request_id:
+        body["error"]["request_id"] = request_id
+    return web.json_response(body, status=exc.status)
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: HandlerT) -> web.StreamResponse:
+    request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex[:16]
+    request["request_id"] = request_id
+    try:
+        response = await handler(request)
+    except MediagateError as exc:
+        return error_response(exc, request_id)
+    except web.HTTPRequestEntityTooLarge as exc:
+        return error_response(PayloadTooLarge(f"request body too large (limit {exc.max_size} bytes)"),
+                              request_id)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status, "http_error")
+        err = MediagateError(exc.reason, code=code, status=exc.status)
+        response = error_response(err, request_id)
+        if exc.status == 405 and "Allow" in exc.headers:
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
+    except Exception:
+        log.exception("unhandled error", path=request.path, request_id=request_id)
+        return error_response(MediagateError("internal error", code="internal_error", status=500), request_id)
+    if not response.prepared:
+        response.headers.setdefault("X-Request-Id", request_id)
+    return response
+
+
+def make_auth_middleware(node: Node) -> Callable[[web.Request, HandlerT], Awaitable[web.StreamResponse]]:
+    @web.middleware
+    async def auth_middleware(request: web.Request, handler: HandlerT) -> web.StreamResponse:
+        path = request.path
+        if not path.startswith("/v1/") or (request.method, path) in PUBLIC_V1 or (
+                request.method == "POST" and path.endswith(PUBLIC_SUFFIXES)):
+            return await handler(request)
+        request["principal"] = await authenticate(node, request)
+        return await handler(request)
+    return auth_middleware
+
+
+async def authenticate(node: Node, request: web.Request) -> Principal:
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    scheme = scheme.lower()
+    if scheme == "bearer" and value.strip():
+        return node.tokens.verify(value.strip())
+    if scheme == "basic" and value.strip():
+        try:
+            access_key, _, secret = base64.b64decode(value.strip()).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError) as exc:
+            raise Unauthorized("malformed Basic credentials", code="invalid_credentials") from exc
+        await node.keys.verify(access_key, secret)
+        return Principal("operator", access_key)
+    # browsers cannot set headers on a WebSocket: accept the token as a query parameter there
+    query_token = request.query.get("access_token") or request.query.get("token")
+    if query_token and request.headers.get("Upgrade", "").lower() == "websocket":
+        return node.tokens.verify(query_token)
+    raise Unauthorized("missing credentials: send 'Authorization: Bearer <token>'", code="missing_token")
+
+
+def principal(request: web.Request) -> Principal:
+    return request["principal"]
+
+
+def require_operator(request: web.Request, action: str, room_id: str | None = None) -> Principal:
+    """Operators may do anything unless a plugin's mediagate_authorize says otherwise."""
+    who = principal(request)
+    node: Node = request.app["node"]
+    decided = node.pm.hook.mediagate_authorize(principal=who, action=action, room_id=room_id, node=node)
+    if decided is not None:
+        if not decided:
+            raise Forbidden(f"not allowed to {action}", code="forbidden")
+        return who
+    if not who.is_operator:
+        raise Forbidden(f"a join token cannot {action}; use an API token", code="operator_only")
+    return who
+
+
+def require_room_access(request: web.Request, room_id: str, action: str = "room.read") -> Principal:
+    """Operators see every room; a participant only the room its join token names."""
+    who = principal(request)
+    node: Node = request.app["node"]
+    decided = node.pm.hook.mediagate_authorize(principal=who, action=action, room_id=room_id, node=node)
+    if decided is not None:
+        if not decided:
+            raise Forbidden(f"not allowed to {action}", code="forbidden")
+        return who
+    if who.is_operator:
+        return who
+    if who.room_id != room_id:
+        raise Forbidden("this join token is for another room", code="wrong_room", field="room_id")
+    return who

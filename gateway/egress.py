@@ -1,0 +1,203 @@
+"""Egress: the room's media going out — CDN pushes and recordings — as tasks.
+
+Kinds come from plugins (``mediagate_egress_kinds``): ``record`` (built-in), ``rtmp`` (the
+RTMP edge), or a third party's. The service owns the task lifecycle (LiveKit's
+EgressStatus): starting -> active -> ending -> complete, or failed / aborted.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+import structlog
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from gateway import events as ev
+from gateway.errors import MediagateError, NotFound, Unprocessable, ValidationFailed
+from gateway.media.encoder import Encoding
+from gateway.media.layout.model import AudioSelection, Layout
+from gateway.tasks import Task, TaskBook
+
+if TYPE_CHECKING:
+    from gateway.node import Node
+    from gateway.rooms.room import Room
+
+log = structlog.get_logger(__name__)
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class StorageOptions(Strict):
+    backend: str = Field("local", description="local, s3, cos, qiniu, or a plugin's backend")
+    bucket: str | None = None
+    endpoint: str | None = None
+    region: str | None = None
+    access_key: str | None = None
+    secret_key: str | None = Field(None, repr=False)
+    prefix: str = Field("", max_length=256)
+
+
+class RecordOptions(Strict):
+    formats: list[Literal["mp4", "hls", "m4a", "ogg", "wav", "mp3"]] = Field(default_factory=lambda: ["mp4"],
+                                                                             min_length=1)
+    split_seconds: int = Field(0, ge=0, description="start a new file every N seconds; 0 = never")
+    split_bytes: int = Field(0, ge=0, description="start a new file past N bytes; 0 = never")
+    audio_only: bool = False
+    video_only: bool = False
+    file_prefix: str = Field("", max_length=128, pattern=r"^[A-Za-z0-9_\-./]*$")
+    storage: StorageOptions = Field(default_factory=StorageOptions)
+
+
+class ParticipantSource(Strict):
+    participant: str
+
+
+class EgressRequest(Strict):
+    kind: str = Field(description="rtmp, record, or a plugin's kind")
+    source: Literal["composite"] | ParticipantSource = "composite"
+    urls: list[str] = Field(default_factory=list, max_length=5)
+    record: RecordOptions | None = None
+    encoding: Encoding = Field(default_factory=Encoding)
+    layout: Layout | None = Field(None, description="this task's own layout; default is the room's")
+    audio: AudioSelection | None = None
+    callback_url: str | None = Field(None, pattern=r"^https?://")
+
+    @field_validator("urls")
+    @classmethod
+    def _urls(cls, urls: list[str]) -> list[str]:
+        for url in urls:
+            if not url.startswith(("rtmp://", "rtmps://", "srt://", "http://", "https://")):
+                raise ValueError(f"unsupported URL scheme in {url!r}")
+        return urls
+
+
+class EgressUpdate(Strict):
+    layout: Layout | None = None
+    urls: list[str] | None = Field(None, max_length=5)
+    audio: AudioSelection | None = None
+
+
+class EgressRunner(Protocol):
+    async def update(self, patch: EgressUpdate) -> None:
+        """Apply a live change (layout, urls, audio selection)."""
+
+    async def stop(self) -> dict[str, Any]:
+        """Stop and return the final report (files, durations); raise on failure."""
+
+
+class EgressKind(Protocol):
+    name: str
+
+    def validate(self, request: EgressRequest, node: Node) -> None:
+        """Raise ValidationFailed (naming the field) when the request cannot work for this kind."""
+
+    async def start(self, task: Task, request: EgressRequest, room: Room, node: Node) -> EgressRunner:
+        """Start producing; return the runner. Report progress with ``node.egress.set_status``."""
+
+
+class EgressService:
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.kinds: dict[str, EgressKind] = {}
+        self.book = TaskBook(node, "egress", {"started": ev.EGRESS_STARTED, "status": ev.EGRESS_STATUS,
+                                              "ended": ev.EGRESS_ENDED})
+        node.rooms.on_close(self._room_closed)
+
+    def collect_kinds(self) -> None:
+        for provided in self.node.pm.hook.mediagate_egress_kinds(node=self.node):
+            for kind in provided or []:
+                if kind.name in self.kinds:
+                    raise MediagateError(f"two plugins provide egress kind {kind.name!r}")
+                self.kinds[kind.name] = kind
+
+    def kind(self, name: str) -> EgressKind:
+        kind = self.kinds.get(name)
+        if kind is None:
+            raise ValidationFailed(f"unknown egress kind {name!r}; available: {', '.join(sorted(self.kinds))}",
+                                   field="kind")
+        return kind
+
+    async def create(self, room_id: str, request: EgressRequest) -> Task:
+        room = await self.node.rooms.get(room_id)
+        kind = self.kind(request.kind)
+        if isinstance(request.source, ParticipantSource):
+            self.node.rooms.participant(room, request.source.participant)
+        if request.layout is not None:
+            self.node.media.validate_layout(room, request.layout)
+        kind.validate(request, self.node)
+        task = Task("EG_" + secrets.token_hex(8), "egress", room_id, request.model_dump(mode="json"))
+        await self.book.add(task)
+        try:
+            task.runner = await kind.start(task, request, room, self.node)
+        except MediagateError as exc:
+            await self.book.set_status(task, "failed", error=exc.to_dict()["error"], ended=True)
+            raise
+        except Exception as exc:
+            log.exception("egress failed to start", egress_id=task.task_id)
+            await self.book.set_status(task, "failed", error={"code": "start_failed", "message": str(exc)},
+                                       ended=True)
+            raise Unprocessable(f"egress failed to start: {exc}", code="egress_start_failed") from exc
+        await self.book.set_status(task, "active")
+        self.node.events.emit(ev.EGRESS_STARTED, room_id, egress_id=task.task_id, kind=request.kind)
+        return task
+
+    def get(self, egress_id: str) -> Task:
+        task = self.book.tasks.get(egress_id)
+        if task is None:
+            raise NotFound(f"egress {egress_id!r} does not exist", code="egress_not_found", field="egress_id")
+        return task
+
+    def list(self, room_id: str | None = None) -> list[Task]:
+        return [t for t in self.book.tasks.values() if room_id is None or t.room_id == room_id]
+
+    async def update(self, egress_id: str, patch: EgressUpdate) -> Task:
+        task = self.get(egress_id)
+        if not task.active:
+            raise Unprocessable(f"egress {egress_id!r} has ended", code="egress_ended")
+        if patch.layout is not None:
+            self.node.media.validate_layout(await self.node.rooms.get(task.room_id), patch.layout)
+        await task.runner.update(patch)
+        changes = patch.model_dump(exclude_none=True, mode="json")
+        task.spec.update(changes)
+        self.node.events.emit(ev.EGRESS_STATUS, task.room_id, egress_id=task.task_id, status=task.status,
+                              updated=sorted(changes))
+        return task
+
+    async def stop(self, egress_id: str, reason: str = "api") -> Task:
+        task = self.get(egress_id)
+        if not task.active:
+            return task
+        await self.book.set_status(task, "ending")
+        try:
+            task.result.update(await task.runner.stop())
+            await self.book.set_status(task, "complete" if reason != "room_closed" else "aborted", ended=True,
+                                       reason=reason)
+        except Exception as exc:
+            log.exception("egress failed while stopping", egress_id=egress_id)
+            await self.book.set_status(task, "failed", error={"code": "stop_failed", "message": str(exc)},
+                                       ended=True)
+        return task
+
+    async def fail(self, task: Task, code: str, message: str) -> None:
+        """For runners: the task cannot go on."""
+        if task.active:
+            await self.book.set_status(task, "failed", error={"code": code, "message": message}, ended=True)
+
+    async def set_status(self, task: Task, status: str, **data: Any) -> None:
+        await self.book.set_status(task, status, **data)
+
+    async def _room_closed(self, room: Room, reason: str) -> None:
+        for task in self.list(room.room_id):
+            if task.active:
+                await self.stop(task.task_id, "room_closed")
+
+    async def shutdown(self) -> None:
+        for task in list(self.book.tasks.values()):
+            if task.active:
+                await self.stop(task.task_id, "node_shutdown")
+
+    def status_counts(self) -> dict[str, int]:
+        return self.book.status_counts()

@@ -1,0 +1,609 @@
+"""The room's audio mixer: 20 ms ticks over numpy arrays.
+
+Every audio track on the bus is a source, keyed by participant (mic and screen audio of one
+participant are summed). Each tick pulls one block per source from its jitter buffer, stacks
+the blocks that have audio into one preallocated (n, 960, 2) int16 array, sums them once into
+an int32 total, and derives every output from that total:
+
+- mix-minus listeners (a SIP leg, a browser) get ``total - own`` for all of them at once, as one
+  vectorised subtraction over the rows of the publishing listeners; listeners that don't
+  publish, or whose own block was silent this tick, share the total array itself (no copy);
+- composite outputs (recordings, pushes) mix a selection of participants, with a participant
+  optionally downmixed to mono in the left or right channel only.
+
+Clipping: sums are int32 and saturate to ±32767 when converted back (never wrap). Composite
+outputs may add a block-rate peak limiter (``limiter=True``): instant attack (the block's peak
+is scaled to -1 dBFS), linear release at 12 dB/s, so loud mixes in recordings are turned down
+instead of flat-topped. Mix-minus outputs only saturate: a limiter there would cost a pass per
+listener, and clients run their own AGC.
+
+Output arrays are read-only and shared: consumers must not write into them.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from operator import itemgetter
+from queue import Empty
+from typing import Any
+
+import av
+import numpy as np
+import structlog
+
+from gateway.media.audio import BLOCK_MS, BLOCK_SAMPLES, CHANNELS, samples_to_frame
+from gateway.media.bus import FrameBus
+from gateway.media.jitter import AudioJitterBuffer
+from gateway.media.layout.model import AudioSelection
+from gateway.media.track import Track, TrackKind
+
+log = structlog.get_logger(__name__)
+
+TICK = BLOCK_MS / 1000
+MAX_LAG = 0.2  # seconds behind schedule before the worker skips ticks instead of catching up
+SAT = 32767  # symmetric saturation: -32768 would make polarity inversion overflow downstream
+FLOOR_DB = -127.0  # dBov of silence (RFC 6464 range)
+LEVEL_ATTACK = 0.5  # per-tick smoothing of levels in dB: rise fast ...
+LEVEL_RELEASE = 0.1  # ... fall slowly, so speech pauses don't flicker
+LEVELS_EVERY = 10  # ticks between on_levels callbacks (200 ms)
+LEVEL_STRIDE = 15  # odd stride over interleaved samples: both channels, 128 points per block
+SPEAKER_ON_DB = -45.0  # a candidate speaker must be above this ...
+SPEAKER_OFF_DB = -55.0  # ... and keeps the floor until it falls below this (hysteresis)
+SPEAKER_MARGIN_DB = 6.0  # to take over from a speaker still talking, be this much louder
+SPEAKER_HOLD = 15  # ticks (300 ms) a challenger must stay loudest before it takes over
+SPEAKER_RELEASE = 75  # ticks (1.5 s) of silence before the active speaker becomes None
+MAX_COMPOSITE_SOURCES = 16  # like TRTC's audioMixUserList: the 16 loudest of a selection
+LIMIT = 29204  # limiter ceiling, -1 dBFS
+LIMIT_RELEASE = 10 ** (12 * TICK / 20)  # gain recovery per tick: 12 dB/s
+DEFAULT_QUEUE_BLOCKS = 10  # 200 ms per output before the oldest block is dropped
+OUTPUT_POOL = 16  # recycled mix-minus buffers: a full default queue holds 10, consumers a few
+
+_SILENCE = np.zeros((BLOCK_SAMPLES, CHANNELS), dtype=np.int16)
+_SILENCE.flags.writeable = False
+
+Block = tuple[int, np.ndarray]
+
+
+class MixOutput:
+    """One mixed stream: a bounded queue of (pts, (960, 2) int16) blocks.
+
+    The mixer never waits for a consumer: when the queue is full the oldest block is dropped.
+    """
+
+    def __init__(self, participant_id: str | None, selection: AudioSelection | None = None, *,
+                 limiter: bool = False, max_sources: int | None = MAX_COMPOSITE_SOURCES,
+                 maxsize: int = DEFAULT_QUEUE_BLOCKS) -> None:
+        self.participant_id = participant_id  # None for composite outputs
+        self.selection = selection
+        self.limiter = limiter
+        self.max_sources = max_sources
+        self.maxsize = maxsize
+        self.consumed = 0
+        self.dropped = 0
+        self.closed = False
+        self._gain = 1.0
+        # a deque append is atomic and ~20x cheaper than queue.Queue.put; consumers that block
+        # register as waiters so the mixer only signals when someone is actually waiting
+        self._queue: deque[Block] = deque(maxlen=maxsize)
+        self._ready = threading.Event()
+        self._waiters = 0
+        self._wlock = threading.Lock()
+
+    def __repr__(self) -> str:
+        who = f"listener {self.participant_id}" if self.participant_id is not None else "composite"
+        return f"<MixOutput {who} queued={len(self._queue)} dropped={self.dropped}>"
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    @property
+    def produced(self) -> int:
+        # derived rather than counted: one attribute update less per listener per tick
+        return self.consumed + self.dropped + len(self._queue)
+
+    def _put(self, pts: int, samples: np.ndarray) -> None:
+        # AudioMixer._deliver inlines this for listeners; keep the two in step
+        queue = self._queue
+        if len(queue) == self.maxsize:
+            self.dropped += 1
+        queue.append((pts, samples))
+        if self._waiters:
+            self._ready.set()
+
+    def get(self, timeout: float | None = None) -> Block:
+        """The next (pts, samples) block; raises queue.Empty after `timeout` seconds."""
+        try:
+            block = self._queue.popleft()
+        except IndexError:
+            block = self._wait(timeout)
+        self.consumed += 1
+        return block
+
+    def get_nowait(self) -> Block:
+        return self.get(timeout=0)
+
+    def _wait(self, timeout: float | None) -> Block:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._wlock:
+            self._waiters += 1
+        try:
+            while True:
+                self._ready.clear()
+                # re-check after registering: a block appended before the clear is seen here,
+                # one appended after it sets the event
+                try:
+                    return self._queue.popleft()
+                except IndexError:
+                    pass
+                if self.closed:
+                    raise Empty
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise Empty
+                self._ready.wait(remaining)
+        finally:
+            with self._wlock:
+                self._waiters -= 1
+
+    def frame(self, timeout: float | None = None) -> av.AudioFrame:
+        """The next block as an s16 stereo 48 kHz AudioFrame stamped with its room-clock pts."""
+        pts, samples = self.get(timeout)
+        return samples_to_frame(samples, pts)
+
+    def _close(self) -> None:
+        self.closed = True
+        self._ready.set()
+
+
+class _Source:
+    """A participant's audio: one block per tick summed over its tracks, None when silent."""
+
+    def __init__(self, participant_id: str, subs: tuple[tuple[Track, AudioJitterBuffer], ...]) -> None:
+        self.participant_id = participant_id
+        self.subs = subs
+
+    def pull(self) -> np.ndarray | None:
+        out: np.ndarray | None = None
+        for track, sub in self.subs:
+            if track.muted:
+                sub.clear()  # drop what was queued before the mute: no stale audio on unmute
+                continue
+            block = sub.pull()
+            if block is None:
+                continue
+            if out is None:
+                out = block
+            else:
+                acc = out.astype(np.int32) + block
+                out = np.clip(acc, -SAT, SAT, out=acc).astype(np.int16)
+        return out
+
+
+class _OneTrackSource(_Source):
+    """The common case, without the loop: this runs once per participant per tick."""
+
+    def __init__(self, participant_id: str, subs: tuple[tuple[Track, AudioJitterBuffer], ...]) -> None:
+        super().__init__(participant_id, subs)
+        self.track, self.sub = subs[0]
+
+    def pull(self) -> np.ndarray | None:
+        if self.track.muted:
+            self.sub.clear()
+            return None
+        return self.sub.pull()
+
+
+class AudioMixer:
+    def __init__(self, bus: FrameBus, *, jitter_ms: int = 60,
+                 on_levels: Callable[[dict[str, float]], Any] | None = None,
+                 on_active_speaker: Callable[[str | None], Any] | None = None) -> None:
+        self.bus = bus
+        self.clock = bus.clock
+        self.jitter_ms = jitter_ms
+        self.on_levels = on_levels
+        self.on_active_speaker = on_active_speaker
+        self.active_speaker: str | None = None
+        self.ticks = 0
+        self.skipped_ticks = 0
+        self.start_pts: int | None = None
+
+        self._lock = threading.Lock()  # guards _subs, _dirty and the output tuples
+        self._subs: dict[str, tuple[Track, AudioJitterBuffer]] = {}  # by track_id
+        self._dirty = True
+        self._listeners: tuple[MixOutput, ...] = ()
+        self._composites: tuple[MixOutput, ...] = ()
+
+        # touched by the ticking thread only (rebuilt lazily from _subs at the next tick)
+        self._sources: tuple[_Source, ...] = ()
+        self._level = np.zeros(0)
+        self._index: dict[str, int] = {}
+        self._tick_index = 0
+        self._flat = np.zeros((0, CHANNELS), dtype=np.int16)
+        self._scratch = np.zeros((0, BLOCK_SAMPLES, CHANNELS), dtype=np.int32)
+        self._pool: list[np.ndarray] = []  # mix-minus output buffers, see _output_buffer
+        self._mapped_listeners: tuple[MixOutput, ...] | None = None
+        self._mapped_sources: tuple[_Source, ...] | None = None
+        self._listener_index = np.zeros(0, dtype=np.intp)
+        self._pending: str | None = None
+        self._pending_ticks = 0
+        self._quiet_ticks = 0
+
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+
+        self._unlisten = bus.listen(self._on_bus)
+        for track in bus.tracks(kind=TrackKind.AUDIO):
+            self._attach(track)
+
+    # ---------------------------------------------------------------- sources
+    def _on_bus(self, what: str, track: Track) -> None:
+        if track.kind is not TrackKind.AUDIO:
+            return
+        if what == "added":
+            self._attach(track)
+        elif what == "removed":
+            self._detach(track)
+
+    def _attach(self, track: Track) -> None:
+        with self._lock:
+            if track.track_id in self._subs:
+                return
+            self._subs[track.track_id] = (track, track.subscribe_audio(target_ms=self.jitter_ms))
+            self._dirty = True
+
+    def _detach(self, track: Track) -> None:
+        with self._lock:
+            entry = self._subs.pop(track.track_id, None)
+            self._dirty = True
+        if entry is not None:
+            track.unsubscribe(entry[1])
+            entry[1].clear()  # a tick already holding the old source list pulls silence
+
+    def _rebuild(self) -> None:
+        with self._lock:
+            self._dirty = False
+            grouped: dict[str, list[tuple[Track, AudioJitterBuffer]]] = {}
+            for track, sub in self._subs.values():
+                grouped.setdefault(track.participant_id, []).append((track, sub))
+        old = {s.participant_id: float(self._level[i]) for i, s in enumerate(self._sources)}
+        self._sources = tuple((_OneTrackSource if len(subs) == 1 else _Source)(pid, tuple(subs))
+                              for pid, subs in grouped.items())
+        self._level = np.array([old.get(pid, FLOOR_DB) for pid in grouped], dtype=np.float64)
+        self._index = {pid: i for i, pid in enumerate(grouped)}
+        if self.active_speaker is not None and self.active_speaker not in self._index:
+            self._set_speaker(None)
+        if self._pending not in self._index:
+            self._pending = None
+
+    # ---------------------------------------------------------------- outputs
+    def add_listener(self, participant_id: str, *, maxsize: int = DEFAULT_QUEUE_BLOCKS) -> MixOutput:
+        """A mix-minus output: everyone but `participant_id`."""
+        out = MixOutput(participant_id, maxsize=maxsize)
+        with self._lock:
+            self._listeners = (*self._listeners, out)
+        return out
+
+    def add_output(self, selection: AudioSelection | None = None, *, limiter: bool = False,
+                   max_sources: int | None = MAX_COMPOSITE_SOURCES,
+                   maxsize: int = DEFAULT_QUEUE_BLOCKS) -> MixOutput:
+        """A composite mix of `selection` (None: everyone); at most `max_sources` loudest."""
+        out = MixOutput(None, selection, limiter=limiter, max_sources=max_sources, maxsize=maxsize)
+        with self._lock:
+            self._composites = (*self._composites, out)
+        return out
+
+    def set_selection(self, out: MixOutput, selection: AudioSelection | None) -> None:
+        if out.participant_id is not None:
+            raise ValueError("a mix-minus output hears everyone but its participant; it has no selection")
+        out.selection = selection  # one attribute swap; the next tick reads it once
+
+    def remove_output(self, out: MixOutput) -> None:
+        with self._lock:
+            self._listeners = tuple(o for o in self._listeners if o is not out)
+            self._composites = tuple(o for o in self._composites if o is not out)
+        out._close()
+
+    @property
+    def levels(self) -> dict[str, float]:
+        """Smoothed level per participant, in dBov (-127 is silence)."""
+        sources, level = self._sources, self._level
+        return {s.participant_id: round(float(db), 1) for s, db in zip(sources, level, strict=False)}
+
+    # ---------------------------------------------------------------- the tick
+    def tick(self) -> int:
+        """Mix one 20 ms block into every output; returns its pts (48 kHz room clock)."""
+        if self._dirty:
+            self._rebuild()
+        if self.start_pts is None:
+            self.start_pts = self.clock.audio_pts()
+        pts = self.start_pts + self._tick_index * BLOCK_SAMPLES
+        self._tick_index += 1
+        self.ticks += 1
+
+        pulled = [src.pull() for src in self._sources]
+        active = [i for i, block in enumerate(pulled) if block is not None]  # source of each row
+        stack = self._stack([pulled[i] for i in active])
+        power = self._update_levels(stack, active)
+        self._update_speaker()
+
+        if active:
+            total32 = stack.sum(axis=0, dtype=np.int32)
+            total16 = np.clip(total32, -SAT, SAT).astype(np.int16)
+            total16.flags.writeable = False
+        else:
+            total32, total16 = None, _SILENCE
+        listeners, composites = self._listeners, self._composites
+        if listeners:
+            self._mix_minus(listeners, pts, stack, active, power, total32, total16)
+        if composites:
+            self._mix_composites(composites, pts, stack, active, total16)
+
+        if self.on_levels is not None and self.ticks % LEVELS_EVERY == 0:
+            self._callback(self.on_levels, self.levels)
+        return pts
+
+    def _stack(self, blocks: list[np.ndarray]) -> np.ndarray:
+        """The blocks as one (n, 960, 2) int16 view of a buffer reused across ticks."""
+        rows = len(blocks) * BLOCK_SAMPLES
+        if rows > len(self._flat):
+            self._flat = np.empty((max(rows, 2 * len(self._flat)), CHANNELS), dtype=np.int16)
+        flat = self._flat[:rows]
+        if blocks:
+            np.concatenate(blocks, axis=0, out=flat)  # one C loop instead of n row assignments
+        return flat.reshape(len(blocks), BLOCK_SAMPLES, CHANNELS)
+
+    def _update_levels(self, stack: np.ndarray, active: list[int]) -> np.ndarray:
+        """Smooth the levels with this tick's blocks; returns each row's (decimated) power."""
+        new = np.full(len(self._sources), FLOOR_DB)
+        power = np.zeros(len(active))
+        if active:
+            # RMS over a decimated view: a level meter needs no more than 128 points per block
+            points = stack.reshape(len(active), -1)[:, ::LEVEL_STRIDE].astype(np.float32)
+            power = np.einsum("ij,ij->i", points, points, dtype=np.float64) / points.shape[1]
+            with np.errstate(divide="ignore"):
+                db = 10 * np.log10(power / (32768.0 * 32768.0))
+            new[active] = np.maximum(db, FLOOR_DB)
+        level = self._level
+        rate = np.where(new > level, LEVEL_ATTACK, LEVEL_RELEASE)
+        level += (new - level) * rate
+        return power
+
+    def _update_speaker(self) -> None:
+        level, index = self._level, self._index
+        if not len(level):
+            return
+        loud = int(level.argmax())
+        loud_db, loud_pid = float(level[loud]), self._sources[loud].participant_id
+        current = self.active_speaker
+        talking = current is not None and level[index[current]] >= SPEAKER_OFF_DB
+        # to take the floor from someone still talking, be clearly louder than them
+        bar = max(SPEAKER_ON_DB, float(level[index[current]]) + SPEAKER_MARGIN_DB) if talking else SPEAKER_ON_DB
+        pending = self._pending
+        if pending is not None and level[index[pending]] >= max(bar, loud_db - SPEAKER_MARGIN_DB):
+            # near-equal talkers swap the top spot tick by tick: staying close to the loudest
+            # keeps the candidate's count, so one of them does win
+            self._pending_ticks += 1
+        elif loud_pid != current and loud_db >= bar:
+            self._pending, self._pending_ticks = loud_pid, 1
+        else:
+            self._pending = None
+        self._quiet_ticks = 0 if talking else self._quiet_ticks + 1
+        if self._pending is not None and self._pending_ticks >= SPEAKER_HOLD:
+            self._set_speaker(self._pending)
+        elif current is not None and self._pending is None and self._quiet_ticks >= SPEAKER_RELEASE:
+            self._set_speaker(None)
+
+    def _set_speaker(self, participant_id: str | None) -> None:
+        self._pending, self._quiet_ticks = None, 0
+        if participant_id == self.active_speaker:
+            return
+        self.active_speaker = participant_id
+        if self.on_active_speaker is not None:
+            self._callback(self.on_active_speaker, participant_id)
+
+    def _mix_minus(self, listeners: tuple[MixOutput, ...], pts: int, stack: np.ndarray, active: list[int],
+                   power: np.ndarray, total32: np.ndarray | None, total16: np.ndarray) -> None:
+        n = len(active)
+        # each listener's own row in the stack, vectorised: -1 (not publishing, or silent) picks
+        # the sentinel past the end
+        row_of = np.full(len(self._sources) + 1, -1, dtype=np.intp)
+        row_of[active] = np.arange(n)
+        own = row_of[self._listener_sources(listeners)]
+        needed = np.flatnonzero(np.bincount(own[own >= 0], minlength=n)) if n else own[:0]
+        # a digitally silent own block (a browser mic muted with track.enabled=false sends zeros)
+        # leaves total - own == total: share the total instead of computing a row
+        maybe_silent = needed[power[needed] == 0]
+        if len(maybe_silent):
+            silent = [row for row in maybe_silent.tolist() if not stack[row].any()]
+            needed = np.setdiff1d(needed, silent)
+        position = np.full(n + 1, len(needed), dtype=np.intp)  # default: the shared total
+        position[needed] = np.arange(len(needed))
+        arrays = [*self._subtract(stack, needed, total32, total16), total16] if len(needed) else [total16]
+        picked = itemgetter(*position[own].tolist())(arrays)
+        if len(listeners) == 1:
+            picked = (picked,)
+        for out, samples in zip(listeners, picked, strict=True):
+            # MixOutput._put, inlined: this loop runs once per listener per tick
+            queue = out._queue
+            if len(queue) == out.maxsize:
+                out.dropped += 1
+            queue.append((pts, samples))
+            if out._waiters:
+                out._ready.set()
+
+    def _listener_sources(self, listeners: tuple[MixOutput, ...]) -> np.ndarray:
+        """Each listener's source index (-1: not publishing), cached until either side changes."""
+        sources = self._sources
+        if self._mapped_listeners is not listeners or self._mapped_sources is not sources:
+            index = self._index
+            self._listener_index = np.array([index.get(out.participant_id, -1) for out in listeners],  # type: ignore[arg-type]
+                                            dtype=np.intp)
+            self._mapped_listeners, self._mapped_sources = listeners, sources
+        return self._listener_index
+
+    def _subtract(self, stack: np.ndarray, needed: np.ndarray, total32: np.ndarray | None,
+                  total16: np.ndarray) -> np.ndarray:
+        """total - own for the `needed` rows of the stack, in one vectorised pass."""
+        assert total32 is not None
+        own = stack if len(needed) == len(stack) else stack[needed]
+        peak_total = max(int(total32.max()), -int(total32.min()))
+        peak_own = max(int(own.max()), -int(own.min()))
+        mixed = self._output_buffer(len(needed))
+        if peak_total + peak_own <= SAT:
+            np.subtract(total16, own, out=mixed)  # no result can leave int16: skip the int32 round trip
+        else:
+            if len(self._scratch) < len(needed):
+                self._scratch = np.empty((len(needed) + len(needed) // 4, BLOCK_SAMPLES, CHANNELS), dtype=np.int32)
+            diff = self._scratch[: len(needed)]
+            np.subtract(total32, own, out=diff, dtype=np.int32)
+            np.clip(diff, -SAT, SAT, out=diff)
+            np.copyto(mixed, diff, casting="unsafe")
+        mixed.flags.writeable = False
+        return mixed
+
+    def _output_buffer(self, rows: int) -> np.ndarray:
+        """A (rows, 960, 2) int16 array for this tick's mix-minus blocks.
+
+        Consumers hold views of it (queued or being encoded), so it can only be reused once
+        nobody does: a view keeps its base alive, so the base's refcount says exactly that.
+        Reuse matters: a fresh multi-megabyte array every tick costs more in page faults than
+        the arithmetic that fills it.
+        """
+        pool = self._pool
+        for k in range(len(pool)):
+            # references: the pool, and getrefcount's own argument
+            if sys.getrefcount(pool[k]) == 2:
+                if len(pool[k]) < rows:
+                    pool[k] = np.empty((rows + rows // 4, BLOCK_SAMPLES, CHANNELS), dtype=np.int16)
+                return pool[k][:rows]
+        buffer = np.empty((rows + rows // 4, BLOCK_SAMPLES, CHANNELS), dtype=np.int16)
+        if len(pool) < OUTPUT_POOL:
+            pool.append(buffer)
+        return buffer[:rows]
+
+    def _mix_composites(self, composites: tuple[MixOutput, ...], pts: int, stack: np.ndarray,
+                        active: list[int], total16: np.ndarray) -> None:
+        sources, level = self._sources, self._level
+        cache: dict[tuple[Any, ...], np.ndarray] = {}
+        for out in composites:
+            selection = out.selection
+            wanted = None if selection is None or selection.participants is None else set(selection.participants)
+            channels = {} if selection is None else selection.channels
+            key = (None if wanted is None else frozenset(wanted), tuple(sorted(channels.items())),
+                   out.max_sources)
+            if not out.limiter and key in cache:
+                out._put(pts, cache[key])
+                continue
+            rows = [row for row, i in enumerate(active)
+                    if wanted is None or sources[i].participant_id in wanted]
+            if out.max_sources is not None and len(rows) > out.max_sources:
+                rows.sort(key=lambda row: -level[active[row]])
+                rows = sorted(rows[: out.max_sources])
+            sides = {row: channels.get(sources[active[row]].participant_id, "both") for row in rows}
+            if len(rows) == len(active) and "left" not in sides.values() and "right" not in sides.values():
+                if not out.limiter:
+                    cache[key] = total16
+                    out._put(pts, total16)
+                    continue
+                acc = stack.sum(axis=0, dtype=np.int32)
+            else:
+                acc = np.zeros((BLOCK_SAMPLES, CHANNELS), dtype=np.int32)
+                both = [row for row in rows if sides[row] == "both"]
+                if both:
+                    acc += stack[both].sum(axis=0, dtype=np.int32)
+                for side, channel in (("left", 0), ("right", 1)):
+                    picked = [row for row in rows if sides[row] == side]
+                    if picked:
+                        summed = stack[picked].sum(axis=0, dtype=np.int32)
+                        acc[:, channel] += (summed[:, 0] + summed[:, 1]) >> 1  # downmix to mono
+            if out.limiter:
+                acc = _limit(out, acc)
+            mixed = np.clip(acc, -SAT, SAT, out=acc).astype(np.int16)
+            mixed.flags.writeable = False
+            if not out.limiter:
+                cache[key] = mixed
+            out._put(pts, mixed)
+
+    def _callback(self, fn: Callable[[Any], Any], arg: Any) -> None:
+        try:
+            fn(arg)
+        except Exception:  # a broken observer must not stop the audio
+            log.exception("mixer callback failed", callback=getattr(fn, "__name__", repr(fn)))
+
+    # ---------------------------------------------------------------- the worker thread
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        if self.start_pts is None:
+            self.start_pts = self.clock.audio_pts()
+        self._thread = threading.Thread(target=self._run, name="audio-mixer", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            self._stop.set()
+            thread.join(timeout=2)
+
+    def close(self) -> None:
+        """Stop, leave the bus and drop every subscription and output."""
+        self.stop()
+        self._unlisten()
+        with self._lock:
+            subs = list(self._subs.values())
+            self._subs.clear()
+            self._dirty = True
+            outputs = (*self._listeners, *self._composites)
+            self._listeners = self._composites = ()
+        for track, sub in subs:
+            track.unsubscribe(sub)
+        for out in outputs:
+            out._close()
+
+    def _run(self) -> None:
+        deadline = time.monotonic()  # absolute deadlines: sleep jitter never accumulates
+        while not self._stop.is_set():
+            late = time.monotonic() - deadline
+            if late < 0:
+                if self._stop.wait(-late):
+                    return
+            elif late > MAX_LAG:
+                self._skip(int(late / TICK))
+                deadline += int(late / TICK) * TICK
+            try:
+                self.tick()
+            except Exception:
+                log.exception("mixer tick failed")
+            deadline += TICK
+
+    def _skip(self, count: int) -> None:
+        """After a stall, jump ahead so pts stays on the room clock; re-prime the jitter
+        buffers so the stall doesn't stay on as extra latency."""
+        self._tick_index += count
+        self.skipped_ticks += count
+        log.warning("audio mixer fell behind, skipping ticks", skipped=count)
+        for src in self._sources:
+            for _track, sub in src.subs:
+                sub.clear()
+
+
+def _limit(out: MixOutput, acc: np.ndarray) -> np.ndarray:
+    """Block-rate peak limiter: instant attack to LIMIT, linear release at 12 dB/s."""
+    peak = max(int(acc.max()), -int(acc.min()))
+    target = 1.0 if peak <= LIMIT else LIMIT / peak
+    before = out._gain
+    after = target if target < before else min(target, before * LIMIT_RELEASE, 1.0)
+    out._gain = after
+    if before == after == 1.0:
+        return acc
+    if after < before:
+        gain: np.ndarray | float = after  # step down at the block edge: the peak never overshoots
+    else:
+        gain = np.linspace(before, after, BLOCK_SAMPLES)[:, None]
+    return np.rint(acc * gain).astype(np.int32)

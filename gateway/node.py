@@ -1,0 +1,168 @@
+"""The node: one process that owns the config, plugins, store, services and HTTP app.
+
+Start order: plugins load (config validated) -> ``mediagate_configure`` -> store opens and
+migrates -> services -> HTTP app with core and plugin routes -> ``mediagate_startup`` ->
+ready. Stop runs the reverse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from gateway import __version__
+from gateway.config import Config
+from gateway.control import BUILTIN_COMMANDS, CommandRegistry
+from gateway.egress import EgressService
+from gateway.events import Event, EventBus
+from gateway.files import FileService
+from gateway.ingress import IngressService
+from gateway.keys import KeyRing
+from gateway.looplag import LoopLagMonitor
+from gateway.media.engine import MediaService
+from gateway.metrics import NodeMetrics
+from gateway.pluginmanager import PluginManager
+from gateway.rooms.service import RoomService
+from gateway.security import TokenService, load_or_create_secret
+from gateway.storage import StorageRegistry
+from gateway.store import Store
+
+log = structlog.get_logger(__name__)
+
+
+async def _maybe_await(results: list[Any]) -> None:
+    for result in results:
+        if inspect.isawaitable(result):
+            await result
+
+
+class Node:
+    def __init__(self, config: Config, *, extra_plugins: dict[str, Any] | None = None) -> None:
+        self.config = config
+        self.node_id = config.node.resolved_id()
+        self.pm = PluginManager()
+        self.pm.load(config, extra_plugins)
+        self.metrics = NodeMetrics()
+        self.events = EventBus(self._deliver_event)
+        self.loop_lag = LoopLagMonitor(warn_ms=config.media.loop_lag_warn_ms)
+        self.loop_lag.observers.append(self.metrics.observe_lag)
+        self.store = Store(config.store_url, echo=config.store.echo)
+        self.tokens: TokenService
+        self.keys = KeyRing(self.store, config.auth.api_keys)
+        self.rooms = RoomService(self.store, self.events, config, node_id=self.node_id)
+        self.commands = CommandRegistry(BUILTIN_COMMANDS)
+        self.files = FileService(self.store, config.files_dir, max_bytes=int(config.files.max_size_mb * 1024 * 1024),
+                                 allowed=config.files.allowed_types, public_url=config.public_url())
+        self.storage = StorageRegistry()
+        self.media: MediaService = MediaService(self)
+        self.rooms.media = self.media
+        self.egress = EgressService(self)
+        self.ingress = IngressService(self)
+        self.app: web.Application | None = None
+        self.ready = False
+        self.started_at = 0.0
+        self.bootstrap_credentials: tuple[str, str] | None = None
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    # ------------------------------------------------------------------ events
+    def _deliver_event(self, event: Event) -> None:
+        self.metrics.events.labels(event.event).inc()
+        self.pm.hook.mediagate_event(event=event, node=self)
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> web.Application:
+        loop = asyncio.get_running_loop()
+        self.events.bind_loop(loop)
+        self.config.node.data_dir.mkdir(parents=True, exist_ok=True)
+        self.pm.hook.mediagate_configure(node=self)
+        await self.store.open()
+        self.tokens = TokenService(load_or_create_secret(self.config.auth.jwt_secret, self.config.node.data_dir))
+        if self.config.auth.bootstrap_key and await self.keys.count() == 0:
+            self.bootstrap_credentials = await self.keys.create("bootstrap")
+            self._write_bootstrap_file(*self.bootstrap_credentials)
+        self.storage.collect(self)
+        self.media.collect_templates()
+        self.egress.collect_kinds()
+        self.ingress.collect_kinds()
+        for commands in self.pm.hook.mediagate_control_commands(node=self):
+            for command in commands or []:
+                self.commands.add(command)
+        await self.rooms.load()
+        from gateway.api.app import build_app  # the HTTP layer depends on the node, not the reverse
+
+        self.app = build_app(self)
+        self.loop_lag.start()
+        await _maybe_await(self.pm.hook.mediagate_startup(node=self))
+        self.ready = True
+        self.started_at = time.time()
+        log.info("node started", node_id=self.node_id, plugins=self.pm.plugin_names(), store=_safe_url(self.store.url))
+        return self.app
+
+    def _write_bootstrap_file(self, access_key: str, secret_key: str) -> None:
+        """Keep the first key where the operator can read it (0600), since the store holds only a hash."""
+        path = self.config.node.data_dir / "bootstrap-key.txt"
+        path.write_text(f"access_key = {access_key}\nsecret_key = {secret_key}\n")
+        path.chmod(0o600)
+
+    async def stop(self) -> None:
+        self.ready = False
+        await self.egress.shutdown()
+        await self.ingress.shutdown()
+        await self.rooms.shutdown()
+        await self.media.shutdown()
+        hooks = self.pm.hook.mediagate_shutdown(node=self)
+        await _maybe_await(hooks)
+        await self.loop_lag.stop()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        await self.store.close()
+        log.info("node stopped", node_id=self.node_id)
+
+    async def serve(self, host: str | None = None, port: int | None = None) -> str:
+        """Start and listen; returns the URL it listens on."""
+        app = await self.start()
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host or self.config.http.host, self.config.http.port if port is None else port)
+        await site.start()
+        sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]
+        bound = sockets[0].getsockname()[1] if sockets else self.config.http.port
+        shown = self.config.http.host if self.config.http.host not in ("0.0.0.0", "::") else "127.0.0.1"
+        self.url = self.config.node.public_url.rstrip("/") or f"http://{shown}:{bound}"
+        return self.url
+
+    # ------------------------------------------------------------------ views
+    def describe(self) -> dict[str, Any]:
+        rooms = self.rooms.list()
+        participants = sum(len(r.participants) for r in rooms)
+        load1 = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+        return {"node_id": self.node_id, "version": __version__, "url": self.url or self.config.public_url(),
+                "rooms": len(rooms), "participants": participants,
+                "load": {"cpu_count": os.cpu_count(), "load1": load1,
+                         "loop_lag_p99_ms": round(self.loop_lag.percentile(0.99), 2),
+                         "loop_lag_max_ms": round(self.loop_lag.max_ms, 2), **self.media.stats(),
+                         "uptime_s": round(time.time() - self.started_at, 1) if self.started_at else 0},
+                "plugins": self.pm.plugin_names()}
+
+    def data_path(self, *parts: str) -> Path:
+        path = self.config.node.data_dir.joinpath(*parts)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+def _safe_url(url: str) -> str:
+    """A store URL without its password, for logs."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
+    return url

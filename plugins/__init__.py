@@ -1,0 +1,1 @@
+"""Built-in plugins: each registers through the mediagate.plugins entry point, like a third party."""

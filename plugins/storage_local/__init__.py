@@ -1,0 +1,84 @@
+"""Storage backend ``local``: recordings written in place under a directory of the node,
+served back to operators at ``GET /v1/storage/local/{key}``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field
+
+from gateway.errors import NotFound, ValidationFailed
+from gateway.hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    from gateway.node import Node
+
+
+class LocalStorageConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    dir: Path | None = Field(None, description="root directory; default node.data_dir/recordings")
+
+
+class LocalStorage:
+    name = "local"
+
+    def __init__(self, root: Path, public_url: str) -> None:
+        self.root = root
+        self.public_url = public_url
+
+    def validate(self, options: dict[str, Any]) -> None:
+        prefix = options.get("prefix") or ""
+        if ".." in Path(prefix).parts or prefix.startswith("/"):
+            raise ValidationFailed("prefix must be a relative path without '..'", field="record.storage.prefix")
+
+    def local_dir(self, options: dict[str, Any]) -> Path:
+        path = self.root / (options.get("prefix") or "")
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    async def put(self, path: Path, key: str, options: dict[str, Any]) -> dict[str, Any]:
+        """Files are written in place; `key` is their path under the root."""
+        relative = path.resolve().relative_to(self.root.resolve()).as_posix()
+        return {"backend": self.name, "key": relative, "path": str(path), "size": path.stat().st_size,
+                "url": f"{self.public_url}/v1/storage/local/{relative}"}
+
+    def resolve(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        if not path.is_relative_to(self.root.resolve()) or not path.is_file():
+            raise NotFound(f"no stored file {key!r}", code="file_not_found", field="key")
+        return path
+
+
+class LocalStoragePlugin:
+    config_model = LocalStorageConfig
+    config: LocalStorageConfig
+
+    def __init__(self) -> None:
+        self.config = LocalStorageConfig()
+        self.backend: LocalStorage | None = None
+
+    @hookimpl
+    def mediagate_configure(self, node: Node) -> None:
+        root = self.config.dir or node.config.node.data_dir / "recordings"
+        root.mkdir(parents=True, exist_ok=True)
+        self.backend = LocalStorage(root, node.config.public_url())
+
+    @hookimpl
+    def mediagate_storage_backends(self, node: Node) -> list[LocalStorage]:
+        assert self.backend is not None
+        return [self.backend]
+
+    @hookimpl
+    def mediagate_http_routes(self, app: web.Application, node: Node) -> None:
+        backend = self.backend
+        assert backend is not None
+
+        async def download(request: web.Request) -> web.FileResponse:
+            from gateway.api.middleware import require_operator
+
+            require_operator(request, "storage.read")
+            return web.FileResponse(backend.resolve(request.match_info["key"]))
+
+        app.router.add_get("/v1/storage/local/{key:.+}", download)
