@@ -169,7 +169,7 @@ async def _token(config: Config, args: argparse.Namespace) -> int:
         elif args.access_key:
             token, _ = node.tokens.api_token(args.access_key, args.ttl or config.auth.token_ttl_s)
         else:
-            token, key = await _any_api_token(node, args.ttl)
+            token, _key = await _any_api_token(node, args.ttl)
             if token is None:
                 print("mediagate: no API key exists yet; run `mediagate keys create` or start the node once",
                       file=sys.stderr)

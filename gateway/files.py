@@ -8,6 +8,7 @@ import hashlib
 import os
 import secrets
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -90,7 +91,7 @@ def probe_media(path: Path, ext: str) -> dict[str, Any]:
 
 class FileService:
     def __init__(self, store: Any, directory: Path, *, max_bytes: int, allowed: list[str],
-                 public_url: str) -> None:
+                 public_url: Callable[[], str]) -> None:
         self.store = store
         self.dir = directory
         self.max_bytes = max_bytes
@@ -149,7 +150,7 @@ class FileService:
     def describe(self, row: dict[str, Any]) -> dict[str, Any]:
         return {"file_id": row["file_id"], "name": row["name"], "size": row["size"],
                 "content_type": row["content_type"], "sha256": row["sha256"], "created_at": row["created_at"],
-                "url": f"{self.public_url}/v1/files/{row['file_id']}/content",
+                "url": f"{self.public_url()}/v1/files/{row['file_id']}/content",
                 "media_info": row.get("media_info") or {}}
 
     async def get(self, file_id: str) -> dict[str, Any]:

@@ -59,7 +59,7 @@ class Node:
         self.rooms = RoomService(self.store, self.events, config, node_id=self.node_id)
         self.commands = CommandRegistry(BUILTIN_COMMANDS)
         self.files = FileService(self.store, config.files_dir, max_bytes=int(config.files.max_size_mb * 1024 * 1024),
-                                 allowed=config.files.allowed_types, public_url=config.public_url())
+                                 allowed=config.files.allowed_types, public_url=self.public_url)
         self.storage = StorageRegistry()
         self.media: MediaService = MediaService(self)
         self.rooms.media = self.media
@@ -141,11 +141,15 @@ class Node:
         return self.url
 
     # ------------------------------------------------------------------ views
+    def public_url(self) -> str:
+        """The base URL clients use: configured, else the address the node listens on."""
+        return self.config.node.public_url.rstrip("/") or self.url or self.config.public_url()
+
     def describe(self) -> dict[str, Any]:
         rooms = self.rooms.list()
         participants = sum(len(r.participants) for r in rooms)
         load1 = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-        return {"node_id": self.node_id, "version": __version__, "url": self.url or self.config.public_url(),
+        return {"node_id": self.node_id, "version": __version__, "url": self.public_url(),
                 "rooms": len(rooms), "participants": participants,
                 "load": {"cpu_count": os.cpu_count(), "load1": load1,
                          "loop_lag_p99_ms": round(self.loop_lag.percentile(0.99), 2),

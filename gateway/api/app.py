@@ -8,7 +8,7 @@ import swagger_ui
 from aiohttp import web
 
 from gateway import __version__
-from gateway.api import auth, egress, files, ingress, ops, rooms, ws
+from gateway.api import NODE, OPENAPI, auth, egress, files, ingress, ops, rooms, ws
 from gateway.api.middleware import errors_middleware, make_auth_middleware
 from gateway.api.routing import ApiRouter
 
@@ -29,10 +29,10 @@ def core_router() -> ApiRouter:
 def build_app(node: Node) -> web.Application:
     app = web.Application(middlewares=[errors_middleware, make_auth_middleware(node)],
                           client_max_size=node.config.http.max_json_kb * 1024)
-    app["node"] = node
+    app[NODE] = node
     router = core_router()
     router.install(app)
-    app["openapi"] = router.openapi(title="mediagate", version=__version__, description=DESCRIPTION)
+    app[OPENAPI] = router.openapi(title="mediagate", version=__version__, description=DESCRIPTION)
     node.pm.hook.mediagate_http_routes(app=app, node=node)
     swagger_ui.api_doc(app, config_rel_url="/openapi.json", url_prefix="/docs", title="mediagate API")
     return app

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from gateway.api import NODE
 from gateway.api.middleware import require_operator
 from gateway.api.routing import ApiRouter
 from gateway.api.schemas import JoinTokenRequest, JoinTokenResponse, SelfJoinRequest, TokenRequest, TokenResponse
@@ -17,7 +18,7 @@ if TYPE_CHECKING:
 
 
 def _node(request: web.Request) -> Node:
-    return request.app["node"]
+    return request.app[NODE]
 
 
 async def create_token(request: web.Request, body: TokenRequest) -> TokenResponse:
@@ -32,7 +33,7 @@ async def create_token(request: web.Request, body: TokenRequest) -> TokenRespons
 def _join_response(node: Node, room_id: str, identity: str, name: str | None, permissions: int,
                    ttl: int) -> JoinTokenResponse:
     token, expires_at = node.tokens.join_token(room_id, identity, name=name, permissions=permissions, ttl_s=ttl)
-    ws = node.config.public_url().replace("http", "ws", 1) + f"/v1/rooms/{room_id}/ws"
+    ws = node.public_url().replace("http", "ws", 1) + f"/v1/rooms/{room_id}/ws"
     return JoinTokenResponse(token=token, expires_at=expires_at, room_id=room_id, identity=identity,
                              permissions=permissions, ws_url=ws)
 

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from gateway.api import NODE
 from gateway.api.middleware import require_operator
 from gateway.api.routing import ApiRouter
 from gateway.egress import EgressRequest, EgressUpdate
@@ -15,7 +16,7 @@ if TYPE_CHECKING:
 
 
 def _node(request: web.Request) -> Node:
-    return request.app["node"]
+    return request.app[NODE]
 
 
 async def start_egress(request: web.Request, body: EgressRequest) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import BodyPartReader, web
 
+from gateway.api import NODE
 from gateway.api.middleware import principal, require_operator
 from gateway.api.routing import ApiRouter
 from gateway.api.schemas import FileList, FileOut
@@ -19,7 +20,7 @@ MULTIPART_SLACK = 64 * 1024  # boundaries and headers around the file itself
 
 
 def _node(request: web.Request) -> Node:
-    return request.app["node"]
+    return request.app[NODE]
 
 
 async def _chunks(part: BodyPartReader) -> AsyncIterator[bytes]:

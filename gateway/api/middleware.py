@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import structlog
 from aiohttp import web
 
+from gateway.api import NODE
 from gateway.errors import Forbidden, MediagateError, PayloadTooLarge, Unauthorized
 from gateway.security import Principal
 
@@ -98,7 +99,7 @@ def principal(request: web.Request) -> Principal:
 def require_operator(request: web.Request, action: str, room_id: str | None = None) -> Principal:
     """Operators may do anything unless a plugin's mediagate_authorize says otherwise."""
     who = principal(request)
-    node: Node = request.app["node"]
+    node: Node = request.app[NODE]
     decided = node.pm.hook.mediagate_authorize(principal=who, action=action, room_id=room_id, node=node)
     if decided is not None:
         if not decided:
@@ -112,7 +113,7 @@ def require_operator(request: web.Request, action: str, room_id: str | None = No
 def require_room_access(request: web.Request, room_id: str, action: str = "room.read") -> Principal:
     """Operators see every room; a participant only the room its join token names."""
     who = principal(request)
-    node: Node = request.app["node"]
+    node: Node = request.app[NODE]
     decided = node.pm.hook.mediagate_authorize(principal=who, action=action, room_id=room_id, node=node)
     if decided is not None:
         if not decided:

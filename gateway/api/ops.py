@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from gateway import __version__
+from gateway.api import NODE, OPENAPI
 from gateway.api.middleware import require_operator
 from gateway.api.routing import ApiRouter
 from gateway.api.schemas import Health, NodeList
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 
 def _node(request: web.Request) -> Node:
-    return request.app["node"]
+    return request.app[NODE]
 
 
 async def healthz(request: web.Request) -> dict[str, Any]:
@@ -50,7 +50,7 @@ async def nodes(request: web.Request) -> dict[str, Any]:
 
 
 async def openapi(request: web.Request) -> web.Response:
-    return web.json_response(request.app["openapi"])
+    return web.json_response(request.app[OPENAPI])
 
 
 def register(router: ApiRouter) -> None:

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from gateway.api import NODE
 from gateway.api.middleware import principal, require_operator, require_room_access
 from gateway.api.routing import ApiRouter
 from gateway.media.layout.model import Layout
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
 
 
 def _node(request: web.Request) -> Node:
-    return request.app["node"]
+    return request.app[NODE]
 
 
 async def create_room(request: web.Request, body: RoomCreate) -> dict[str, Any]:

@@ -20,6 +20,7 @@ import structlog
 from aiohttp import WSMsgType, web
 
 from gateway import events as ev
+from gateway.api import NODE
 from gateway.api.middleware import require_room_access
 from gateway.control import CommandContext
 from gateway.errors import Forbidden, MediagateError, TooManyRequests
@@ -56,7 +57,7 @@ class Session:
         name = event.event
         if name == ev.ROOM_CHAT:
             target = event.data.get("target")
-            return bool(self.mask & 0x8) and target in (None, self.participant_id) or \
+            return (bool(self.mask & 0x8) and target in (None, self.participant_id)) or \
                 event.data.get("sender") == self.participant_id
         if name.startswith("participant."):
             subject = event.data.get("participant_id") or (event.data.get("participant") or {}).get("participant_id")
@@ -78,7 +79,7 @@ class SocketEdge:
 
 
 async def room_ws(request: web.Request) -> web.StreamResponse:
-    node: Node = request.app["node"]
+    node: Node = request.app[NODE]
     room_id = request.match_info["room_id"]
     who = require_room_access(request, room_id, "room.ws")
     room = await node.rooms.get(room_id)

@@ -87,6 +87,7 @@ class _VideoPipeline(threading.Thread):
                     return
                 started = time.perf_counter()
                 packets = self.encoder.encode(frame)
+                frame = None  # back to the compositor's frame pool while we wait for the next
                 self.encode_seconds += time.perf_counter() - started
                 self.frames_encoded += 1
                 self._publish(packets)

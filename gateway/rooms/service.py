@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from gateway import events as ev
-from gateway.errors import Conflict, Forbidden, NoCapacity, NotFound, ValidationFailed
+from gateway.errors import Conflict, Forbidden, NoCapacity, NotFound
 from gateway.media.layout.model import Layout
 from gateway.rooms.models import ParticipantUpdate, RoomCreate, RoomUpdate
 from gateway.rooms.participant import Participant, ParticipantKind, Role, State

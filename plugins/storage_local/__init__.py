@@ -3,6 +3,7 @@ served back to operators at ``GET /v1/storage/local/{key}``."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +25,7 @@ class LocalStorageConfig(BaseModel):
 class LocalStorage:
     name = "local"
 
-    def __init__(self, root: Path, public_url: str) -> None:
+    def __init__(self, root: Path, public_url: Callable[[], str]) -> None:
         self.root = root
         self.public_url = public_url
 
@@ -42,7 +43,7 @@ class LocalStorage:
         """Files are written in place; `key` is their path under the root."""
         relative = path.resolve().relative_to(self.root.resolve()).as_posix()
         return {"backend": self.name, "key": relative, "path": str(path), "size": path.stat().st_size,
-                "url": f"{self.public_url}/v1/storage/local/{relative}"}
+                "url": f"{self.public_url()}/v1/storage/local/{relative}"}
 
     def resolve(self, key: str) -> Path:
         path = (self.root / key).resolve()
@@ -63,7 +64,7 @@ class LocalStoragePlugin:
     def mediagate_configure(self, node: Node) -> None:
         root = self.config.dir or node.config.node.data_dir / "recordings"
         root.mkdir(parents=True, exist_ok=True)
-        self.backend = LocalStorage(root, node.config.public_url())
+        self.backend = LocalStorage(root, node.public_url)
 
     @hookimpl
     def mediagate_storage_backends(self, node: Node) -> list[LocalStorage]:

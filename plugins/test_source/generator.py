@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from fractions import Fraction
@@ -26,7 +27,7 @@ def pattern_image(pattern: TestPattern, font_path: str = "") -> np.ndarray:
     if pattern.bars:
         rgb = np.zeros((h, w, 3), dtype=np.uint8)
         edges = np.linspace(0, w, len(BARS) + 1).astype(int)
-        for (x0, x1), colour in zip(zip(edges[:-1], edges[1:], strict=True), BARS, strict=True):
+        for (x0, x1), colour in zip(itertools.pairwise(edges), BARS, strict=True):
             rgb[:, x0:x1] = colour
     else:
         rgb = np.empty((h, w, 3), dtype=np.uint8)

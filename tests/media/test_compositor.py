@@ -334,3 +334,22 @@ def test_overlays_are_blended_last(bus: FrameBus, canvas: Canvas) -> None:
     compositor.set_overlays(None)
     assert near(rgb(compositor.render())[5, 5], RED)
     assert len(calls) == 2
+
+
+def test_frames_kept_by_a_consumer_are_never_drawn_over(bus: FrameBus, canvas: Canvas) -> None:
+    full = PlacedRegion(x=0, y=0, w=640, h=360, participant_id="p1", fit="fill")
+    compositor = Compositor(canvas, bus)
+    compositor.set_regions([full])
+    track = camera(bus, "p1")
+    compositor.render()
+    track.push_frame(solid(RED))
+    kept = compositor.render()
+    for colour in (GREEN, BLUE, YELLOW, GREEN, BLUE, YELLOW, GREEN, BLUE):
+        track.push_frame(solid(colour))
+        compositor.render()  # dropped at once: its buffer is reused
+    assert near(rgb(kept)[180, 320], RED)
+    # the full-canvas region hid the background; a smaller layout must show it again
+    compositor.set_regions([PlacedRegion(x=0, y=0, w=320, h=180, participant_id="p1", fit="fill")])
+    for _ in range(3):
+        image = rgb(compositor.render())
+    assert near(image[300, 600], BG) and near(image[90, 160], BLUE)

@@ -1,0 +1,241 @@
+"""CPU cost of a 720p30 grid composite (decode, composite, encode) against the ffmpeg CLI.
+
+Run from the repo root: ``python -m bench.bench_composite [--seconds 15] [--inputs 4,9]``.
+
+Inputs: 640x360 30 fps H.264 files made once with the ffmpeg CLI (testsrc2, a different hue
+each) in bench/out/. mediagate: the packets are demuxed with PyAV and pushed in real time into
+tracks of a frame bus, so decoding happens inside the engine; the Compositor draws a 2x2 or
+3x3 grid on 1280x720 at 30 fps, the Composition encodes it with libx264 veryfast 2000 kbps
+and a consumer drains the packets. Cost = CPU seconds of this process (getrusage, every
+thread) per second of output, over the measured interval after a warm-up.
+
+Reference, same run: one ffmpeg process decoding the same files (1 thread each), scaling as
+needed, stacking with xstack and encoding with the same x264 settings (1 thread), to -f null;
+CPU seconds from os.wait4 per second of output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import resource
+import shutil
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import av
+
+from gateway.media.bus import FrameBus
+from gateway.media.composition import Composition
+from gateway.media.compositor import Compositor
+from gateway.media.encoder import Encoding
+from gateway.media.layout.model import Canvas
+from gateway.media.layout.placed import PlacedRegion
+from gateway.media.track import CodecInfo, Track
+
+OUT = Path(__file__).resolve().parent / "out"
+FFMPEG = shutil.which("ffmpeg") or "/usr/bin/ffmpeg"
+INPUT_SECONDS = 20
+KBPS = 2000
+TARGET_RATIO = 1.3
+CANVAS = Canvas(width=1280, height=720, fps=30)
+ENCODING = Encoding(width=1280, height=720, fps=30, video_kbps=KBPS, gop_s=2, preset="veryfast")
+
+
+# ------------------------------------------------------------------------------- inputs
+def make_inputs(count: int) -> list[Path]:
+    """640x360 30 fps H.264 test files, made once (bench/out is gitignored)."""
+    OUT.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for index in range(count):
+        path = OUT / f"input_{index}.mp4"
+        if not path.exists():
+            subprocess.run(
+                [FFMPEG, "-hide_banner", "-v", "error", "-y", "-f", "lavfi",
+                 "-i", f"testsrc2=size=640x360:rate=30:duration={INPUT_SECONDS}",
+                 "-vf", f"hue=h={index * 40}", "-c:v", "libx264", "-preset", "veryfast", "-g", "60",
+                 "-b:v", "800k", "-pix_fmt", "yuv420p", str(path)],
+                check=True)
+        paths.append(path)
+    return paths
+
+
+class Feeder(threading.Thread):
+    """Pushes a file's video packets into a track at their real-time pace, looping; the
+    timestamps keep growing across loops like a live edge's."""
+
+    def __init__(self, path: Path, track: Track, stop: threading.Event) -> None:
+        super().__init__(name=f"feed-{path.stem}", daemon=True)
+        self.path, self.track, self.stop = path, track, stop
+
+    def run(self) -> None:
+        start = time.monotonic()
+        offset = 0.0
+        while not self.stop.is_set():
+            with av.open(str(self.path)) as container:
+                stream = container.streams.video[0]
+                duration = float(stream.duration * stream.time_base) if stream.duration else INPUT_SECONDS
+                shift = round(offset / stream.time_base)
+                for packet in container.demux(stream):
+                    if packet.dts is None:
+                        continue
+                    due = start + offset + float(packet.dts * packet.time_base)
+                    wait = due - time.monotonic()
+                    if wait > 0 and self.stop.wait(wait):
+                        return
+                    packet.dts += shift
+                    if packet.pts is not None:
+                        packet.pts += shift
+                    self.track.push_packet(packet)
+            offset += duration
+
+
+def add_input_tracks(bus: FrameBus, paths: list[Path], prefix: str = "p") -> list[Track]:
+    tracks = []
+    for index, path in enumerate(paths):
+        with av.open(str(path)) as container:
+            codec = CodecInfo.from_stream(container.streams.video[0])
+        tracks.append(bus.create_track("video", "camera", f"{prefix}{index}", codec=codec))
+    return tracks
+
+
+def grid(count: int, canvas: Canvas, prefix: str = "p") -> list[PlacedRegion]:
+    cols = math.ceil(math.sqrt(count))
+    rows = math.ceil(count / cols)
+    w, h = canvas.width // cols & ~1, canvas.height // rows & ~1
+    return [PlacedRegion(x=(i % cols) * w, y=(i // cols) * h, w=w, h=h, participant_id=f"{prefix}{i}")
+            for i in range(count)]
+
+
+@dataclass
+class Room:
+    """One running composite: inputs fed in real time, composited, encoded, drained."""
+
+    paths: list[Path]
+    encoder_threads: int = 1
+    prefix: str = "p"
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        self.bus = FrameBus()
+        self.tracks = add_input_tracks(self.bus, self.paths, self.prefix)
+        self.compositor = Compositor(CANVAS, self.bus)
+        self.compositor.set_regions(grid(len(self.paths), CANVAS, self.prefix))
+        self.composition = Composition(CANVAS, self.compositor, self.bus.clock,
+                                       encoder_threads=self.encoder_threads)
+        self.output = self.composition.attach(ENCODING)
+        self.packets = self.output.video_track.subscribe_packets()
+        self.packets_out = 0
+        self.threads: list[threading.Thread] = [Feeder(p, t, self.stop) for p, t in
+                                                zip(self.paths, self.tracks, strict=True)]
+        self.threads.append(threading.Thread(target=self._drain, name="drain", daemon=True))
+
+    def _drain(self) -> None:
+        while True:
+            packet = self.packets.get()
+            if packet is None:
+                return
+            self.packets_out += 1
+
+    def start(self) -> None:
+        self.compositor.render()  # subscribe first, so decoding starts with the first keyframe
+        self.composition.start()
+        for thread in self.threads:
+            thread.start()
+
+    def counters(self) -> dict[str, int]:
+        encoder = self.composition.stats()["encoders"][0]
+        return {"rendered": self.composition.frames_rendered, "skipped": self.composition.frames_skipped,
+                "encoded": encoder["frames_encoded"], "enc_dropped": encoder["frames_dropped"],
+                "decoded": sum(t.frames_in for t in self.tracks),
+                "packets_in": sum(t.packets_in for t in self.tracks)}
+
+    def close(self) -> None:
+        self.stop.set()
+        self.composition.stop()
+        self.compositor.close()
+        self.bus.close()
+        for thread in self.threads:
+            thread.join(timeout=5)
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+# ------------------------------------------------------------------------------- the runs
+def run_mediagate(paths: list[Path], seconds: float, warmup: float = 3.0, encoder_threads: int = 1) -> dict:
+    room = Room(paths, encoder_threads=encoder_threads)
+    room.start()
+    try:
+        time.sleep(warmup)
+        cpu0, wall0, before = cpu_seconds(), time.monotonic(), room.counters()
+        time.sleep(seconds)
+        cpu1, wall1, after = cpu_seconds(), time.monotonic(), room.counters()
+    finally:
+        room.close()
+    wall = wall1 - wall0
+    delta = {k: after[k] - before[k] for k in after}
+    return {"cpu_per_s": (cpu1 - cpu0) / wall, "wall": wall, **delta,
+            "expected": round(wall * CANVAS.fps)}
+
+
+def ffmpeg_command(paths: list[Path], seconds: float) -> list[str]:
+    count = len(paths)
+    cols = math.ceil(math.sqrt(count))
+    w, h = CANVAS.width // cols & ~1, CANVAS.height // math.ceil(count / cols) & ~1
+    cmd = [FFMPEG, "-hide_banner", "-v", "error", "-nostats", "-nostdin"]
+    for path in paths:
+        cmd += ["-threads", "1", "-stream_loop", "-1", "-i", str(path)]
+    scaled = "".join(f"[{i}:v]scale={w}:{h}[s{i}];" for i in range(count)) if (w, h) != (640, 360) else ""
+    labels = "".join(f"[s{i}]" if scaled else f"[{i}:v]" for i in range(count))
+    layout = "|".join(f"{(i % cols) * w}_{(i // cols) * h}" for i in range(count))
+    graph = (f"{scaled}{labels}xstack=inputs={count}:layout={layout}:fill=black,"
+             f"pad={CANVAS.width}:{CANVAS.height}[v]")
+    return [
+        *cmd, "-filter_threads", "1", "-filter_complex_threads", "1", "-filter_complex", graph, "-map", "[v]",
+        "-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency", "-b:v", f"{KBPS}k",
+        "-maxrate", f"{KBPS}k", "-bufsize", f"{KBPS}k", "-g", "60", "-keyint_min", "60",
+        "-sc_threshold", "0", "-bf", "0", "-threads", "1", "-t", str(seconds), "-f", "null", "-"]
+
+
+def run_ffmpeg(paths: list[Path], seconds: float) -> dict:
+    process = subprocess.Popen(ffmpeg_command(paths, seconds))
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        raise RuntimeError(f"ffmpeg failed with {process.returncode}")
+    return {"cpu_per_s": (usage.ru_utime + usage.ru_stime) / seconds}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=15.0, help="measured seconds per run")
+    parser.add_argument("--inputs", default="4,9", help="comma-separated input counts")
+    parser.add_argument("--encoder-threads", type=int, default=1, help="x264 threads (0: auto)")
+    args = parser.parse_args()
+    counts = [int(c) for c in args.inputs.split(",")]
+    paths = make_inputs(max(counts))
+    print(f"720p30 grid composite, libx264 veryfast {KBPS} kbps, {args.seconds:g} s measured, "
+          f"{os.cpu_count()} CPUs, x264 threads={args.encoder_threads or 'auto'}")
+    for count in counts:
+        ours = run_mediagate(paths[:count], args.seconds, encoder_threads=args.encoder_threads)
+        ref = run_ffmpeg(paths[:count], max(args.seconds, 10))
+        ratio = ours["cpu_per_s"] / ref["cpu_per_s"]
+        verdict = ""
+        if count == 4:
+            verdict = f" (target <= {TARGET_RATIO}: {'ok' if ratio <= TARGET_RATIO else 'ABOVE'})"
+        print(f"{count} inputs: mediagate {ours['cpu_per_s']:.3f} CPU-s/s, ffmpeg {ref['cpu_per_s']:.3f} CPU-s/s, "
+              f"ratio {ratio:.2f}{verdict}")
+        print(f"          frames rendered {ours['rendered']}/{ours['expected']}, skipped {ours['skipped']}, "
+              f"encoded {ours['encoded']}, encoder drops {ours['enc_dropped']}, "
+              f"decoded {ours['decoded']}/{ours['packets_in']} packets")
+
+
+if __name__ == "__main__":
+    main()
