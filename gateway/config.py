@@ -93,7 +93,8 @@ class MediaConfig(Section):
     audio_kbps: int = Field(128, gt=0)
     gop_s: float = Field(2, gt=0)
     audio_jitter_ms: int = Field(60, ge=20, le=1000, description="Target audio jitter buffer depth.")
-    encoder_threads: int = Field(0, ge=0, description="libx264 threads; 0 lets x264 choose.")
+    encoder_threads: int = Field(1, ge=0, description="libx264 threads per encoder; 1 spends the least CPU "
+                                 "per frame, 0 lets x264 use every core (lower latency, more CPU).")
     loop_lag_warn_ms: int = Field(50, gt=0)
 
 

@@ -127,6 +127,8 @@ class EgressService:
             self.node.rooms.participant(room, request.source.participant)
         if request.layout is not None:
             self.node.media.validate_layout(room, request.layout)
+        if "encoding" not in request.model_fields_set:
+            request.encoding = self.default_encoding()
         kind.validate(request, self.node)
         task = Task("EG_" + secrets.token_hex(8), "egress", room_id, request.model_dump(mode="json"))
         await self.book.add(task)
@@ -143,6 +145,13 @@ class EgressService:
         await self.book.set_status(task, "active")
         self.node.events.emit(ev.EGRESS_STARTED, room_id, egress_id=task.task_id, kind=request.kind)
         return task
+
+    def default_encoding(self) -> Encoding:
+        """The encoding an egress gets when it names none: the node's media defaults."""
+        media = self.node.config.media
+        return Encoding(width=media.canvas_width, height=media.canvas_height, fps=media.fps,
+                        video_kbps=media.video_kbps, gop_s=media.gop_s, preset=media.x264_preset,
+                        audio_kbps=media.audio_kbps)
 
     def get(self, egress_id: str) -> Task:
         task = self.book.tasks.get(egress_id)

@@ -110,7 +110,7 @@ class EventBus:
         self._subscriptions.add(sub)
         return sub
 
-    def emit(self, name: str, room_id: str | None = None, **data: Any) -> Event:
+    def emit(self, name: str, room_id: str | None = None, /, **data: Any) -> Event:
         """Publish an event. Safe from any thread: off-loop calls are handed to the loop."""
         event = Event(name, room_id, data)
         if self._loop is not None and threading.get_ident() != self._loop_thread:
