@@ -61,7 +61,7 @@ def mediagate_shutdown(node: Node) -> Any:
 @hookspec
 def mediagate_http_routes(app: web.Application, node: Node) -> None:
     """Add routes to the aiohttp application. Paths under ``/v1/`` pass the core's auth
-    middleware (``request["principal"]`` is set); other paths are the plugin's to protect.
+    middleware (``request[gateway.api.PRINCIPAL]`` is set); other paths are the plugin's to protect.
     Called before the app is frozen."""
 
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import structlog
 from aiohttp import web
 
-from gateway.api import NODE
+from gateway.api import NODE, PRINCIPAL, REQUEST_ID
 from gateway.errors import Forbidden, MediagateError, PayloadTooLarge, Unauthorized
 from gateway.security import Principal
 
@@ -35,7 +35,7 @@ def error_response(exc: MediagateError, request_id: str | None = None) -> web.Re
 @web.middleware
 async def errors_middleware(request: web.Request, handler: HandlerT) -> web.StreamResponse:
     request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex[:16]
-    request["request_id"] = request_id
+    request[REQUEST_ID] = request_id
     try:
         response = await handler(request)
     except MediagateError as exc:
@@ -67,7 +67,7 @@ def make_auth_middleware(node: Node) -> Callable[[web.Request, HandlerT], Awaita
         if not path.startswith("/v1/") or (request.method, path) in PUBLIC_V1 or (
                 request.method == "POST" and path.endswith(PUBLIC_SUFFIXES)):
             return await handler(request)
-        request["principal"] = await authenticate(node, request)
+        request[PRINCIPAL] = await authenticate(node, request)
         return await handler(request)
     return auth_middleware
 
@@ -93,7 +93,7 @@ async def authenticate(node: Node, request: web.Request) -> Principal:
 
 
 def principal(request: web.Request) -> Principal:
-    return request["principal"]
+    return request[PRINCIPAL]
 
 
 def require_operator(request: web.Request, action: str, room_id: str | None = None) -> Principal:
