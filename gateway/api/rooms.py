@@ -143,7 +143,7 @@ def register(router: ApiRouter) -> None:
                errors=(404,))
     tags = ("participants",)
     router.add("GET", "/v1/rooms/{room_id}/participants", list_participants, tags=tags, errors=(404,),
-               response=ParticipantOut)
+               response=ParticipantOut, many=True)
     router.add("PATCH", "/v1/rooms/{room_id}/participants/{participant_id}", update_participant,
                body=ParticipantUpdate, response=ParticipantOut, tags=tags, errors=(404,))
     router.add("DELETE", "/v1/rooms/{room_id}/participants/{participant_id}", kick_participant, status=204,

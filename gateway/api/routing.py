@@ -147,7 +147,10 @@ class ApiRouter:
                 op["requestBody"] = {"required": True, "content": route.extra["request_content"]}
             ok: dict[str, Any] = {"description": "success"}
             if route.response is not None:
-                ok["content"] = {"application/json": {"schema": refs[(route.response, "validation")]}}
+                schema = refs[(route.response, "validation")]
+                if route.extra.get("many"):
+                    schema = {"type": "array", "items": schema}
+                ok["content"] = {"application/json": {"schema": schema}}
             responses: dict[str, Any] = {str(route.status): ok}
             error_ref = {"content": {"application/json": {"schema": refs[(ErrorBody, "validation")]}}}
             codes = set(route.errors) | ({400} if route.body else set()) | ({401, 403} if route.auth else set())

@@ -70,6 +70,7 @@ class RoomMedia:
         self._last_levels = 0.0
         self._unlisten = self.bus.listen(self._on_bus)
         self.closed = False
+        self.auto_record_started = False
 
     # ------------------------------------------------------------------ sources
     def sources(self) -> list[VideoSource]:
@@ -211,6 +212,17 @@ class RoomMedia:
         if participant is not None and what == "added":
             track.muted = not (participant.audio_flows if track.kind is TrackKind.AUDIO else participant.video_flows)
         self.refresh()
+        if what == "added" and self.room.setting("auto_record") and not self.auto_record_started:
+            self.auto_record_started = True  # 3tee enable_auto_cloud_recording: from the first publisher on
+            self.loop.create_task(self._auto_record(), name=f"auto-record-{self.room.room_id}")
+
+    async def _auto_record(self) -> None:
+        from gateway.egress import EgressRequest
+
+        try:
+            await self.service.node.egress.create(self.room.room_id, EgressRequest(kind="record"))
+        except Exception:
+            log.exception("auto recording failed to start", room_id=self.room.room_id)
 
     def _on_speaker(self, participant_id: str | None) -> None:
         self.loop.call_soon_threadsafe(self._speaker_changed, participant_id)

@@ -220,6 +220,9 @@ class Track:
         """Publish an encoded packet: forwarded as is, decoded only if raw subscribers exist."""
         if self.closed:
             return
+        if packet.size == 0:  # an empty packet would put the decoder into draining (EOF) mode
+            self.decode_errors += 1
+            return
         self.packets_in += 1
         for sub in self._packet_subs:
             sub.offer(packet)
