@@ -138,7 +138,9 @@ class Fmp4Writer:
         if not self.closed:
             self.closed = True
             self._container.close()
-        return Mp4Stats(path=self.path, bytes=os.path.getsize(self.path), duration_s=float(self._end),
+        # nothing muxed means the file was never opened: report it empty rather than fail
+        size = os.path.getsize(self.path) if os.path.exists(self.path) else 0
+        return Mp4Stats(path=self.path, bytes=size, duration_s=float(self._end),
                         video_packets=self.packets["video"], audio_packets=self.packets["audio"],
                         dropped=self.dropped)
 

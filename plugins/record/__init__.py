@@ -68,6 +68,9 @@ class RecordRunner:
     async def stop(self) -> dict[str, Any]:
         stats = await asyncio.to_thread(self.sink.stop)
         await asyncio.to_thread(self.media.detach, self.key, self.output)
+        if stats.bytes == 0:  # stopped before the first keyframe: nothing to keep
+            log.warning("recording stopped before any media arrived", egress_id=self.task.task_id)
+            return {"files": []}
         storage = self.node.storage.get(self.options.storage.backend)
         stored = await storage.put(self.path, self.path.name, self.options.storage.model_dump())
         info = {"filename": self.path.name, "format": "mp4", "size": stats.bytes, "duration_s": stats.duration_s,

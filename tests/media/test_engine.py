@@ -34,6 +34,8 @@ async def test_auto_record_starts_with_the_first_publisher(client: Any, auth: di
     task = node.egress.list("auto")[0]
     assert task.spec["kind"] == "record"
     await wait_until(lambda: task.status == "active")
+    path = __import__("pathlib").Path(task.result["path"])
+    await wait_until(lambda: path.exists() and path.stat().st_size > 0)
     response = await client.post("/v1/rooms/auto/close", headers=auth)
     assert response.status == 200
     assert task.status == "aborted" and task.result["files"][0]["size"] > 0
