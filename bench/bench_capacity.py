@@ -90,6 +90,7 @@ def run_processes(count: int, paths: list[Path], seconds: float) -> tuple[list[d
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--start", type=int, default=1, help="smallest count to try")
     parser.add_argument("--max", type=int, default=12, help="largest count to try")
     parser.add_argument("--seconds", type=float, default=15.0, help="run time per count (3 s warm-up)")
     parser.add_argument("--processes", action="store_true", help="one process per composition")
@@ -101,7 +102,7 @@ def main() -> None:
     print(f"{'n':>3} {'rendered min':>12} {'encoded min':>11} {'decoded min':>11} {'skipped max':>11} "
           f"{'CPU-s/s':>8}  result")
     best = 0
-    for count in range(1, args.max + 1):
+    for count in range(args.start, args.max + 1):
         run = run_processes if args.processes else run_threads
         rooms, cpu = run(count, paths, args.seconds)
         rendered = min(r["rendered"] for r in rooms)

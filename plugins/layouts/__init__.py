@@ -25,6 +25,7 @@ TEMPLATES: dict[str, LayoutTemplate] = {
     "tile": juphoon.tile,
     "podium": juphoon.podium,
     "lecture": juphoon.lecture,
+    "screen": juphoon.screen,
     "free": juphoon.free,
     "rect": juphoon.rect,
     **juphoon.BIG_SMALL,

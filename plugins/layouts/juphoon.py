@@ -4,6 +4,7 @@ Merge modes 4 (custom) and 5 (smart) are not templates: custom is the layout's o
 smart mode is a choice among the smart templates below. Choices where the seed is silent:
 
 * tile (1): the TRTC grid.
+* screen (scsMode 1, "pure screen sharing"): the share alone fills the canvas.
 * podium (2, "share big, others small"): the seed's scsMode "platform" picture: the share
   (else the main) big on top, the others in the shared bottom strip (:mod:`.strips`).
 * lecture (3): the share fills the canvas, the sharer's camera is a 1/4-size window in the
@@ -43,6 +44,13 @@ from plugins.layouts.trtc import grid
 MAX_VIDEOS = 25
 
 tile = grid
+
+
+@prefers("screen")
+def screen(ctx: TemplateContext) -> list[Region]:
+    """scsMode 1 "pure screen sharing": the share alone fills the canvas (else the main)."""
+    share = screen_main(ctx)
+    return [place(share, full(ctx.canvas))] if share is not None else []
 
 
 @prefers("screen")

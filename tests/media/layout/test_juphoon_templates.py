@@ -115,3 +115,15 @@ def test_voice_activated_follows_the_speaker(place, cams):
     sources = [*cams(2), VideoSource("p1", "screen")]
     big = place("voice_activated", sources, active_speaker="p1")[0]
     assert (big.participant_id, big.track, big.w) == ("p1", "camera", 960)
+
+
+def test_screen_template_shows_only_the_share() -> None:
+    from gateway.media.layout.model import Canvas
+    from gateway.media.layout.placed import TemplateContext, VideoSource
+    from plugins.layouts import TEMPLATES
+
+    canvas = Canvas(width=1280, height=720)
+    sources = [VideoSource("a", "camera", "a"), VideoSource("b", "camera", "b"), VideoSource("b", "screen", "b")]
+    regions = TEMPLATES["screen"](TemplateContext(canvas=canvas, sources=sources, main=sources[2]))
+    assert [(r.source.participant, r.source.track, r.x, r.y, r.w, r.h) for r in regions] == [
+        ("b", "screen", 0, 0, 1280, 720)]

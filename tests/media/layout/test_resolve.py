@@ -15,7 +15,7 @@ from plugins.layouts import TEMPLATES, LayoutsPlugin
 
 ALL_TEMPLATES = {
     "grid", "floating", "screen_share", "horizontal", "vertical", "tiled", "corner", "five_up",
-    "tile", "podium", "lecture", "free", "rect", *(f"big_small_x{n}" for n in range(2, 11)),
+    "tile", "screen", "podium", "lecture", "free", "rect", *(f"big_small_x{n}" for n in range(2, 11)),
     "big_small_top", "big_small_bottom", "speaker", "voice_activated",
 }
 # templates whose windows may hover above a full-canvas main (z 1 over z 0)
