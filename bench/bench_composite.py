@@ -17,6 +17,7 @@ CPU seconds from os.wait4 per second of output.
 from __future__ import annotations
 
 import argparse
+import heapq
 import math
 import os
 import resource
@@ -24,6 +25,7 @@ import shutil
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -65,33 +67,49 @@ def make_inputs(count: int) -> list[Path]:
 
 
 class Feeder(threading.Thread):
-    """Pushes a file's video packets into a track at their real-time pace, looping; the
-    timestamps keep growing across loops like a live edge's."""
+    """Pushes the files' video packets into their tracks at their real-time pace, looping each
+    file; timestamps keep growing across loops like a live edge's. One thread for all inputs
+    of a room, as one event loop receives them in the gateway."""
 
-    def __init__(self, path: Path, track: Track, stop: threading.Event) -> None:
-        super().__init__(name=f"feed-{path.stem}", daemon=True)
-        self.path, self.track, self.stop = path, track, stop
+    def __init__(self, inputs: list[tuple[Path, Track]], stop: threading.Event) -> None:
+        super().__init__(name="feed", daemon=True)
+        self.inputs, self.stop = inputs, stop
 
-    def run(self) -> None:
-        start = time.monotonic()
+    @staticmethod
+    def _packets(path: Path) -> Iterator[tuple[float, av.Packet]]:
+        """(seconds from the start, packet), forever."""
         offset = 0.0
-        while not self.stop.is_set():
-            with av.open(str(self.path)) as container:
+        while True:
+            with av.open(str(path)) as container:
                 stream = container.streams.video[0]
                 duration = float(stream.duration * stream.time_base) if stream.duration else INPUT_SECONDS
                 shift = round(offset / stream.time_base)
                 for packet in container.demux(stream):
                     if packet.dts is None:
                         continue
-                    due = start + offset + float(packet.dts * packet.time_base)
-                    wait = due - time.monotonic()
-                    if wait > 0 and self.stop.wait(wait):
-                        return
+                    due = offset + float(packet.dts * packet.time_base)
                     packet.dts += shift
                     if packet.pts is not None:
                         packet.pts += shift
-                    self.track.push_packet(packet)
+                    yield due, packet
             offset += duration
+
+    def run(self) -> None:
+        start = time.monotonic()
+        sources = [self._packets(path) for path, _ in self.inputs]
+        heap = []  # (due, input index, packet): the index breaks ties, packets never compare
+        for index, source in enumerate(sources):
+            due, packet = next(source)
+            heap.append((due, index, packet))
+        heapq.heapify(heap)
+        while not self.stop.is_set():
+            due, index, packet = heap[0]
+            wait = start + due - time.monotonic()
+            if wait > 0 and self.stop.wait(wait):
+                return
+            self.inputs[index][1].push_packet(packet)
+            next_due, next_packet = next(sources[index])
+            heapq.heapreplace(heap, (next_due, index, next_packet))
 
 
 def add_input_tracks(bus: FrameBus, paths: list[Path], prefix: str = "p") -> list[Track]:
@@ -130,9 +148,9 @@ class Room:
         self.output = self.composition.attach(ENCODING)
         self.packets = self.output.video_track.subscribe_packets()
         self.packets_out = 0
-        self.threads: list[threading.Thread] = [Feeder(p, t, self.stop) for p, t in
-                                                zip(self.paths, self.tracks, strict=True)]
-        self.threads.append(threading.Thread(target=self._drain, name="drain", daemon=True))
+        self.threads: list[threading.Thread] = [
+            Feeder(list(zip(self.paths, self.tracks, strict=True)), self.stop),
+            threading.Thread(target=self._drain, name="drain", daemon=True)]
 
     def _drain(self) -> None:
         while True:
