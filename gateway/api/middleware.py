@@ -41,7 +41,7 @@ async def errors_middleware(request: web.Request, handler: HandlerT) -> web.Stre
     except MediagateError as exc:
         return error_response(exc, request_id)
     except web.HTTPRequestEntityTooLarge as exc:
-        return error_response(PayloadTooLarge(f"request body too large (limit {exc.max_size} bytes)"),
+        return error_response(PayloadTooLarge(f"request body too large: {exc.text}"),
                               request_id)
     except web.HTTPException as exc:
         if exc.status < 400:

@@ -124,7 +124,7 @@ async def room_ws(request: web.Request) -> web.StreamResponse:
         pump.cancel()
         subscription.close()
         if own_participant is not None:
-            await node.rooms.leave(room_id, own_participant.participant_id, "disconnected")
+            await asyncio.shield(node.rooms.leave(room_id, own_participant.participant_id, "disconnected"))
     return ws
 
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import av
+import numpy as np
 import structlog
 
 from gateway.media.clock import VIDEO_TIME_BASE, RoomClock
@@ -81,10 +82,13 @@ class _VideoPipeline(threading.Thread):
     def run(self) -> None:
         while True:
             frame = self._frames.get()
-            try:
-                if frame is None:
+            if frame is None:
+                try:
                     self._publish(self.encoder.flush())
-                    return
+                except Exception:
+                    log.exception("video encoder flush failed")
+                return
+            try:
                 started = time.perf_counter()
                 packets = self.encoder.encode(frame)
                 frame = None  # back to the compositor's frame pool while we wait for the next
@@ -108,7 +112,7 @@ class _AudioPipeline:
         self._lock = threading.Lock()  # encode (audio thread) vs stop (caller)
         self._stopped = False
 
-    def encode(self, samples: Any, pts: int) -> None:
+    def encode(self, samples: np.ndarray, pts: int) -> None:
         with self._lock:
             if self._stopped:
                 return

@@ -1,12 +1,14 @@
 """The compositor: one yuv420p picture of the canvas from the room's video tracks.
 
-Every ``render`` copies the pre-rendered background into a fresh frame's planes, then draws
-each region in z order straight into those planes: the source's latest frame, cropped by
+Every ``render`` composes straight into the planes of the output frame, so there is no
+canvas-to-frame copy: the pre-rendered background is copied in (skipped when opaque regions
+cover the canvas), then each region is drawn in z order: the source's latest frame, cropped by
 numpy slicing and scaled by swscale (PyAV), pasted with a plane copy or an integer alpha
-blend; a placeholder when the source has no picture; then the overlays. Scaled pictures are
-cached per (source frame, size, crop, fit), so an unchanged source costs one plane copy and a
-source that already has the region's size is never rescaled. Python work per frame is
-O(regions); pixels are only touched by numpy and swscale, which release the GIL.
+blend; a placeholder when the source has no picture; then the overlays. Output frames come from
+a small pool and are reused once no one references them. Scaled pictures are cached per
+(source frame, size, crop, fit), so an unchanged source costs one plane copy and a source that
+already has the region's size is never rescaled. Python work per frame is O(regions); pixels
+are only touched by numpy and swscale, which release the GIL.
 """
 
 from __future__ import annotations
@@ -138,6 +140,7 @@ class Compositor:
         self._regions: tuple[PlacedRegion, ...] = ()
         self._overlays: OverlayRenderer | None = None
         self._background: Planes = self._render_background(canvas.background)
+        self._background_version = 0  # part of the picture cache key: bars are views of it
         self._sources: dict[tuple[str, str], _Source] = {}
         self._states: dict[PlacedRegion, _RegionState] = {}
         self._synced: tuple[PlacedRegion, ...] | None = None
@@ -155,11 +158,13 @@ class Compositor:
 
     def set_background(self, background: Background) -> None:
         self._background = self._render_background(background)
+        self._background_version += 1
 
     def set_overlays(self, renderer: OverlayRenderer | None) -> None:
         self._overlays = renderer
 
     def close(self) -> None:
+        """Stop following the bus and drop every subscription; call it once rendering stopped."""
         self._unlisten()
         for source in self._sources.values():
             source.unsubscribe()
@@ -232,7 +237,8 @@ class Compositor:
         source = self._sources.get((region.participant_id, region.track))
         if source is None:
             return None
-        if source.sub is not None and source.track is not None and not source.track.muted:
+        track = source.track
+        if source.sub is not None and track is not None and not (track.muted or track.closed):
             frame, seq = source.sub.latest()
             if frame is not None:
                 source.last = (frame, seq)
@@ -244,8 +250,7 @@ class Compositor:
     # ---------------------------------------------------------------- geometry and scaling
     def _scaled(self, region: PlacedRegion, state: _RegionState, frame: av.VideoFrame,
                 seq: int) -> list[_Picture]:
-        # the background is part of the key: bars are views of its planes
-        key = (seq, region.w, region.h, region.crop, region.fit, id(self._background))
+        key = (seq, region.w, region.h, region.crop, region.fit, self._background_version)
         if key == state.key:
             return state.pictures
         cx, cy, cw, ch = _crop_rect(region.crop, frame.width, frame.height)

@@ -99,8 +99,7 @@ class VideoEncoder:
             "tune": "zerolatency",
             "maxrate": f"{kbps}k",
             "bufsize": f"{kbps}k",
-            "keyint_min": str(encoding.gop_frames),  # fixed GOP: segmenters and CDNs like it
-            "sc_threshold": "0",
+            "sc_threshold": "0",  # no scene-cut keyframes: a fixed GOP, as segmenters and CDNs want
             "flags": _GLOBAL_HEADER,
         }
         ctx.open()

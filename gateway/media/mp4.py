@@ -3,12 +3,14 @@
 ``frag_keyframe+empty_moov+default_base_moof``: the header carries no sample tables and every
 keyframe starts a fragment, so a file cut short by a crash plays up to its last fragment.
 
-PyAV offers no direct way to give a muxer-only stream (``add_mux_stream``) its extradata
-(avcC / AudioSpecificConfig / OpusHead), and ``add_stream`` would open a real encoder that
-replaces it. What works: create a throw-away stream of the same codec in a scratch container
-and use it as the template of ``add_stream_from_template``. The new stream's codec context is
-marked template-initialised, so it is never opened; the extradata, size and rate set on it are
-copied into the stream's codec parameters when the header is written.
+PyAV (18.1) offers no direct way to give a muxer-only stream (``add_mux_stream``) its
+extradata (avcC / AudioSpecificConfig / OpusHead), and ``add_stream`` would open a real encoder
+that replaces it. What works: create a throw-away stream of the same codec in a scratch
+container and use it as the template of ``add_stream_from_template``. The new stream's codec
+context is marked template-initialised, so it is never opened; the extradata, size and rate set
+on it are copied into the stream's codec parameters when the header is written. Video without
+extradata (SPS/PPS in-band) goes through ``add_mux_stream``, whose first keyframe PyAV mines for
+the extradata before it writes the header.
 """
 
 from __future__ import annotations
@@ -81,6 +83,12 @@ class Fmp4Writer:
         self.closed = False
 
     def _add_stream(self, scratch: av.container.OutputContainer, info: CodecInfo) -> av.stream.Stream:
+        if not info.extradata and info.width and info.height:
+            # parameter sets in-band (WebRTC, Annex B): PyAV holds the packets back and takes
+            # the extradata from the first keyframe before writing the header
+            stream = self._container.add_mux_stream(info.name, width=info.width, height=info.height)
+            stream.time_base = info.time_base
+            return stream
         try:
             template = scratch.add_stream(info.name)
         except (ValueError, av.FFmpegError) as exc:

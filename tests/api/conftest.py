@@ -103,7 +103,8 @@ class Socket:
 
     def __init__(self, ws: Any) -> None:
         self.ws = ws
-        self.seen: list[dict[str, Any]] = []
+        self.seen: list[dict[str, Any]] = []  # every message received, in order
+        self.backlog: list[dict[str, Any]] = []  # received but not yet returned by until()
 
     async def send(self, message: str | dict[str, Any]) -> None:
         await self.ws.send_str(message if isinstance(message, str) else json.dumps(message, ensure_ascii=False))
@@ -118,10 +119,15 @@ class Socket:
         return data
 
     async def until(self, predicate: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+        """The first message not returned before that matches, waiting for it if needed."""
+        for index, data in enumerate(self.backlog):
+            if predicate(data):
+                return self.backlog.pop(index)
         while True:
             data = await self.next()
             if predicate(data):
                 return data
+            self.backlog.append(data)
 
     async def reply(self) -> dict[str, Any]:
         """The next command reply (result or error), skipping events."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
 from typing import Any
 
@@ -253,3 +255,27 @@ async def test_body_too_large(make_node: Any, client_for: Any, api: Any) -> None
     await api.expect_error(response, 404, "room_not_found", "room_id")
     response = await small_client.post("/v1/rooms", json={"room_id": "small"}, headers=headers)
     assert response.status == 201
+
+
+async def test_interrupted_close_can_be_finished(client: TestClient, api: Any, node: Node) -> None:
+    """A close cancelled half-way (client gone, shutdown) must not leave the room stuck in 'closing'."""
+    await api.create_room(room_id="stuck")
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    class SlowEdge:
+        async def close(self, reason: str) -> None:
+            entered.set()
+            await release.wait()
+
+    await node.rooms.join("stuck", "slow", kind="test", edge=SlowEdge(), operator=True)
+    closing = asyncio.create_task(node.rooms.close("stuck", "api"))
+    await entered.wait()
+    closing.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await closing
+    release.set()
+    response = await client.post("/v1/rooms/stuck/close", headers=api.auth)
+    assert response.status in (200, 404), await response.text()
+    if response.status == 200:
+        assert (await response.json())["status"] == "closed"
+    await api.expect_error(await client.get("/v1/rooms/stuck", headers=api.auth), 404, "room_not_found", "room_id")

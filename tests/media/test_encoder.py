@@ -285,3 +285,27 @@ def test_slow_encoder_drops_frames_instead_of_delaying_the_compositor(
         release.set()
         composition.stop()
     assert output.video_track.closed
+
+
+def test_slow_compositor_skips_missed_deadlines(
+        room: tuple[FrameBus, Canvas, Compositor], monkeypatch: pytest.MonkeyPatch) -> None:
+    bus, canvas, compositor = room
+    original = compositor.render
+
+    def slow_render(now: float | None = None) -> av.VideoFrame:
+        time.sleep(0.1)  # three frame periods at 30 fps
+        return original(now)
+
+    monkeypatch.setattr(compositor, "render", slow_render)
+    composition = Composition(canvas, compositor, bus.clock)
+    output = composition.attach(Encoding(width=320, height=180, video_kbps=300))
+    packets = output.video_track.subscribe_packets()
+    composition.start()
+    try:
+        received = [packets.get(timeout=10) for _ in range(4)]
+    finally:
+        composition.stop()
+    # each late frame skips the deadlines that passed meanwhile, rather than piling up
+    assert composition.frames_skipped >= 2 * (composition.frames_rendered - 1)
+    gaps = [b.pts - a.pts for a, b in itertools.pairwise(received)]
+    assert all(gap >= 9000 and gap % 3000 == 0 for gap in gaps)  # still on the 30 fps grid

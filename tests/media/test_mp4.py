@@ -24,7 +24,7 @@ from gateway.media.encoder import AudioEncoder, Encoding, VideoEncoder, new_outp
 from gateway.media.layout.model import Canvas
 from gateway.media.layout.placed import PlacedRegion
 from gateway.media.mp4 import Fmp4Writer, RecordingSink
-from gateway.media.track import TrackKind
+from gateway.media.track import CodecInfo, TrackKind
 
 RED, BLUE = (220, 30, 30), (40, 50, 220)
 FFPROBE = shutil.which("ffprobe")
@@ -56,10 +56,14 @@ def probe(path: Path) -> dict:
     return json.loads(out.stdout)
 
 
+def decode_video(path: Path) -> list[av.VideoFrame]:
+    with av.open(str(path)) as container:
+        return list(container.decode(video=0))
+
+
 def decode_file(path: Path) -> tuple[list[av.VideoFrame], np.ndarray, int]:
     """Video frames and the audio as (n, channels) float samples, and the sample rate."""
-    with av.open(str(path)) as container:
-        frames = [f for f in container.decode(video=0)]
+    frames = decode_video(path)
     with av.open(str(path)) as container:
         resampler = av.AudioResampler(format="fltp", layout="stereo", rate=48000)
         chunks = []
@@ -162,6 +166,30 @@ def test_opus_and_single_stream_files(tmp_path: Path) -> None:
             check_content(frames, samples, rate, left=(80, 90), right=(240, 90))
     with pytest.raises(ValueError):
         Fmp4Writer(tmp_path / "none.mp4", None, None)
+
+
+@pytest.mark.skipif(FFPROBE is None, reason="needs the ffprobe CLI")
+def test_video_with_in_band_parameter_sets(tmp_path: Path) -> None:
+    """H.264 without extradata (SPS/PPS in the keyframes, as WebRTC sends it)."""
+    ctx = av.CodecContext.create("libx264", "w")
+    ctx.width, ctx.height, ctx.pix_fmt = 320, 180, "yuv420p"
+    ctx.time_base, ctx.framerate, ctx.gop_size = Fraction(1, 90000), Fraction(30), 30
+    ctx.options = {"preset": "ultrafast", "tune": "zerolatency"}
+    ctx.open()
+    assert not ctx.extradata
+    info = CodecInfo(name="h264", time_base=Fraction(1, 90000), width=320, height=180)
+    path = tmp_path / "annexb.mp4"
+    writer = Fmp4Writer(path, info, None)
+    for index in range(45):
+        frame = halves()
+        frame.pts, frame.time_base = index * 3000, Fraction(1, 90000)
+        for packet in ctx.encode(frame):
+            writer.write(packet, "video")
+    stats = writer.close()
+    assert stats.video_packets == 45 and abs(stats.duration_s - 1.5) < 0.05
+    assert abs(float(probe(path)["format"]["duration"]) - 1.5) < 0.1
+    image = decode_video(path)[-1].to_ndarray(format="rgb24").astype(int)
+    assert np.all(np.abs(image[90, 80] - RED) <= 10) and np.all(np.abs(image[90, 240] - BLUE) <= 10)
 
 
 def test_writer_does_not_touch_shared_packets(tmp_path: Path) -> None:

@@ -1,0 +1,19 @@
+"""``python -m bench`` (``make bench``): run every benchmark in turn and print its figures."""
+
+from __future__ import annotations
+
+import runpy
+import sys
+
+BENCHMARKS = ["bench.bench_mixer", "bench.bench_composite", "bench.bench_capacity", "bench.bench_loop_lag"]
+
+if __name__ == "__main__":
+    chosen = [f"bench.{name}" if not name.startswith("bench.") else name for name in sys.argv[1:]] or BENCHMARKS
+    for name in chosen:
+        print(f"\n=== {name} ===", flush=True)
+        saved = sys.argv
+        sys.argv = [name]
+        try:
+            runpy.run_module(name, run_name="__main__")
+        finally:
+            sys.argv = saved
