@@ -191,6 +191,9 @@ def locate_keys(text: str) -> dict[str, int]:
 
 
 def _nearest_line(lines: dict[str, int], key: str) -> int | None:
+    deeper = [line for path, line in lines.items() if path.startswith(key + ".")]
+    if key not in lines and deeper:  # a dotted key (log.level = ...) written inside another table
+        return min(deeper)
     parts = key.split(".")
     while parts:
         found = lines.get(".".join(parts))

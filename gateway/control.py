@@ -16,6 +16,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from pydantic import ValidationError
+
 from gateway import events as ev
 from gateway.errors import BadRequest, Forbidden, MediagateError
 from gateway.media.layout.model import Canvas, Layout, Region, SourceRef
@@ -102,7 +104,11 @@ def parse(message: str) -> tuple[str, dict[str, Any]]:
         if not name:
             raise BadRequest("missing 'cmd'", field="cmd")
         return name, args
-    tokens = _tokens(message.lstrip("@"))
+    text = message.lstrip("@")
+    head, _, rest = text.partition(" ")
+    if head.lower() in _RAW_TEXT:  # the argument is JSON: shlex would strip its quotes
+        return head.lower(), _text_parsers[head.lower()]([rest])
+    tokens = _tokens(text)
     name = tokens[0].lower()
     command = _text_parsers.get(name)
     if command is None:
@@ -167,6 +173,8 @@ def _p_setlayout(tokens: list[str]) -> dict[str, Any]:
     except json.JSONDecodeError as exc:
         raise BadRequest("setlayout takes a JSON list: [[id, ps, x, y, w, h], ...]", field="layout") from exc
 
+
+_RAW_TEXT = {"setlayout"}
 
 _text_parsers: dict[str, TextParser] = {
     "setstate": _p_bits("state"),
@@ -299,6 +307,16 @@ def _current_layout(ctx: CommandContext) -> Layout:
     return layout
 
 
+def _layout(data: dict[str, Any]) -> Layout:
+    """Validate a layout built by a command: an impossible one is a 400 naming the field."""
+    from gateway.api.routing import validation_error
+
+    try:
+        return Layout.model_validate(data)
+    except ValidationError as exc:
+        raise validation_error(exc) from exc
+
+
 async def _apply(ctx: CommandContext, layout: Layout) -> dict[str, Any]:
     await ctx.node.rooms.set_layout(ctx.room.room_id, layout)
     return {"template": layout.template, "screen_template": layout.screen_template}
@@ -337,7 +355,7 @@ async def cmd_setmergemode(ctx: CommandContext, args: dict[str, Any]) -> dict[st
             data.update(template="free", screen_template="speaker")
     else:
         data.update(template=MERGE_MODES[mode], screen_template=None, regions=[])
-    return await _apply(ctx, Layout.model_validate(data))
+    return await _apply(ctx, _layout(data))
 
 
 async def cmd_setlayout(ctx: CommandContext, args: dict[str, Any]) -> dict[str, Any]:
@@ -358,13 +376,13 @@ async def cmd_setlayout(ctx: CommandContext, args: dict[str, Any]) -> dict[str, 
             raise BadRequest(f"bad region: {exc}", field=f"layout[{index}]") from exc
     data = _current_layout(ctx).model_dump()
     data.update(template="custom", regions=[r.model_dump() for r in regions], screen_template=None)
-    return await _apply(ctx, Layout.model_validate(data))
+    return await _apply(ctx, _layout(data))
 
 
 async def cmd_setmergemode_i(ctx: CommandContext, args: dict[str, Any]) -> dict[str, Any]:
     _owner_only(ctx, "change the layout")
     data = _smart(ctx, args, _current_layout(ctx).model_dump())
-    return await _apply(ctx, Layout.model_validate(data))
+    return await _apply(ctx, _layout(data))
 
 
 async def cmd_setmerge_i(ctx: CommandContext, args: dict[str, Any]) -> dict[str, Any]:
@@ -375,7 +393,7 @@ async def cmd_setmerge_i(ctx: CommandContext, args: dict[str, Any]) -> dict[str,
         raise BadRequest(f"fps must be 1-30, got {fps}", field="fps")
     data["canvas"] = {**data["canvas"], "width": _int(args.get("width"), "width"),
                       "height": _int(args.get("height"), "height"), "fps": fps}
-    return await _apply(ctx, Layout.model_validate(data))
+    return await _apply(ctx, _layout(data))
 
 
 BUILTIN_COMMANDS = [

@@ -92,13 +92,8 @@ class ConfigError(Exception):
 
     def __init__(self, message: str, *, key: str | None = None, line: int | None = None,
                  source: str | None = None) -> None:
-        where = ""
-        if key:
-            where = f"{key}"
-        if source:
-            where = f"{source}:{line}: {where}" if line else f"{source}: {where}"
-        elif line:
-            where = f"line {line}: {where}"
+        place = f"{source}:{line}" if source and line else source or (f"line {line}" if line else "")
+        where = ": ".join(part for part in (place, key) if part)
         super().__init__(f"{where}: {message}" if where else message)
         self.key = key
         self.line = line

@@ -131,14 +131,14 @@ async def room_ws(request: web.Request) -> web.StreamResponse:
 async def _handle_command(node: Node, ws: web.WebSocketResponse, room_id: str, who: Any, participant: Any,
                           session: Session, data: str) -> None:
     request_id = None
+    if data.lstrip().startswith("{"):
+        try:
+            request_id = json.loads(data).get("id")
+        except (json.JSONDecodeError, AttributeError):
+            request_id = None
     try:
         if not session.take():
             raise TooManyRequests(f"more than {RATE_PER_S} commands per second", code="rate_limited")
-        if data.lstrip().startswith("{"):
-            try:
-                request_id = json.loads(data).get("id")
-            except (json.JSONDecodeError, AttributeError):
-                request_id = None
         room = await node.rooms.get(room_id)
         ctx = CommandContext(node=node, room=room, principal=who, sender=participant, session=session)
         name, result = await node.commands.run(ctx, data)

@@ -292,6 +292,8 @@ class Composition:
             try:
                 pts, samples = audio.get(timeout=0.1)
             except queue.Empty:
+                if getattr(audio, "closed", False):  # a closed output answers at once: don't spin
+                    self._stop.wait(0.1)
                 continue
             self.audio_blocks += 1
             for pipeline in self._audio_now:  # drained even with no encoder: no backlog builds

@@ -57,6 +57,31 @@ class Composite:
     watermarks: Any = None  # the Watermarks model the current overlays were built from
 
 
+def canonical(layout: Layout, room: Room) -> Layout:
+    """Layouts may name participants by identity (stable across reconnects); the engine works
+    with participant ids, so identities are translated at the moment the layout is drawn."""
+    ids = {p.participant_id for p in room.participants.values()}
+    by_identity = {p.identity: p.participant_id for p in room.participants.values()}
+
+    def pid(name: str) -> str:
+        return name if name in ids else by_identity.get(name, name)
+
+    changes: dict[str, Any] = {}
+    if any(r.source is not None and r.source.participant not in ids for r in layout.regions):
+        changes["regions"] = [r if r.source is None else r.model_copy(
+            update={"source": r.source.model_copy(update={"participant": pid(r.source.participant)})})
+            for r in layout.regions]
+    if layout.main is not None and layout.main not in ids:
+        changes["main"] = pid(layout.main)
+    audio = layout.audio
+    if (audio.participants and any(n not in ids for n in audio.participants)) or any(
+            n not in ids for n in audio.channels):
+        changes["audio"] = audio.model_copy(update={
+            "participants": None if audio.participants is None else [pid(n) for n in audio.participants],
+            "channels": {pid(n): side for n, side in audio.channels.items()}})
+    return layout.model_copy(update=changes) if changes else layout
+
+
 class RoomMedia:
     def __init__(self, service: MediaService, room: Room) -> None:
         self.service = service
@@ -92,7 +117,7 @@ class RoomMedia:
         """Resolve a layout against the room now. A custom region naming someone who left
         keeps its window (placeholder) rather than failing a running composite."""
         sources = self.sources()
-        effective = self._effective(layout, sources)
+        effective = self._effective(canonical(layout, self.room), sources)
         for _ in range(len(effective.regions) + 1):
             try:
                 return resolve(effective, sources, self.service.templates, self.mixer.active_speaker)
@@ -116,7 +141,7 @@ class RoomMedia:
         follows_room = layout is None
         layout = layout or self.service.room_layout(self.room)
         compositor = Compositor(layout.canvas, self.bus, self.service.load_image, self.service.font_path)
-        mix = self.mixer.add_output(layout.audio)
+        mix = self.mixer.add_output(canonical(layout, self.room).audio)
         composition = Composition(layout.canvas, compositor, self.bus.clock, mix,
                                   encoder_threads=self.service.node.config.media.encoder_threads)
         handle = Composite(key, layout, compositor, composition, mix, follows_room, users=1)
@@ -170,7 +195,7 @@ class RoomMedia:
                 marks, layout.canvas, self.service.load_image, self.service.font_path))
             handle.watermarks = layout.watermarks
         compositor.set_regions(self.place(layout))
-        self.mixer.set_selection(handle.mix, layout.audio)
+        self.mixer.set_selection(handle.mix, canonical(layout, self.room).audio)
 
     def refresh(self) -> None:
         """Re-lay out every composite (participants, tracks, speaker or room layout changed)."""
@@ -306,7 +331,7 @@ class MediaService:
                 raise ValidationFailed(str(error), field="template" if name == layout.template else "screen_template")
         sources = room.media.sources() if room.media is not None else []
         known = {p.participant_id for p in room.participants.values()} | {
-            p.name for p in room.participants.values()}
+            p.identity for p in room.participants.values()} | {p.name for p in room.participants.values()}
         for index, region in enumerate(layout.regions):
             if region.source is not None and region.source.participant not in known:
                 raise ValidationFailed(f"regions[{index}]: participant {region.source.participant!r} is not in "
@@ -323,7 +348,7 @@ class MediaService:
                     raise ValidationFailed(f"{field_name}: {exc}", code="bad_image", field=field_name) from exc
         try:
             if sources:
-                resolve(layout, sources, self.templates)
+                resolve(canonical(layout, room), sources, self.templates)
         except UnknownSource as exc:
             raise ValidationFailed(str(exc), code="unknown_source", field=exc.where) from exc
         except WatermarkError as exc:

@@ -17,6 +17,7 @@ class Room:
     title: str = ""
     media: Any | None = None  # gateway.media.engine.RoomMedia once someone needs media
     close_timer: asyncio.TimerHandle | None = None
+    closing: asyncio.Task[Room] | None = None  # the close in progress, once one started
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property

@@ -139,12 +139,19 @@ class RoomService:
         return room
 
     async def close(self, room_id: str, reason: str = "closed") -> Room:
-        """End the meeting: everyone is removed, tasks stop, the room stays on record as closed."""
+        """End the meeting: everyone is removed, tasks stop, the room stays on record as closed.
+
+        The work runs as its own task: a caller that goes away (a client hanging up) cannot
+        leave the room half-closed, and concurrent closes wait for the same task."""
         room = await self.get(room_id)
-        async with room.lock:
-            if not room.is_open:
-                return room
-            room.record["status"] = "closing"
+        if room.closing is None:
+            room.closing = asyncio.get_running_loop().create_task(self._close(room, reason),
+                                                                  name=f"close-room-{room_id}")
+        return await asyncio.shield(room.closing)
+
+    async def _close(self, room: Room, reason: str) -> Room:
+        room_id = room.room_id
+        room.record["status"] = "closing"
         if room.close_timer:
             room.close_timer.cancel()
             room.close_timer = None
@@ -257,8 +264,9 @@ class RoomService:
     async def kick(self, room_id: str, participant_id: str) -> None:
         room = await self.get(room_id)
         participant = self.participant(room, participant_id)
-        await self._close_edge(participant, "kicked")
+        # leave first: when the edge ends it may try to leave too, and must find nothing to do
         await self.leave(room_id, participant.participant_id, "kicked")
+        await self._close_edge(participant, "kicked")
 
     def participant(self, room: Room, target: str) -> Participant:
         """Find a participant by id, identity, or a Juphoon-style ``[username:id@domain]`` URI."""

@@ -3,6 +3,7 @@ tones. Users check their outputs with it; the tests verify media by its content.
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any
 
 from gateway.hookspecs import hookimpl
@@ -17,8 +18,9 @@ if TYPE_CHECKING:
 
 
 class TestSourceRunner:
-    def __init__(self, node: Node, room: Room, participant_id: str, generator: PatternGenerator) -> None:
+    def __init__(self, node: Node, task: Task, room: Room, participant_id: str, generator: PatternGenerator) -> None:
         self.node = node
+        self.task = task
         self.room = room
         self.participant_id = participant_id
         self.generator = generator
@@ -36,13 +38,15 @@ class TestSourceRunner:
         return {"paused": self.generator.paused}
 
     async def stop(self) -> dict[str, Any]:
-        self.generator.stop()
+        await asyncio.to_thread(self.generator.stop)
         await self.node.rooms.leave(self.room.room_id, self.participant_id, "ingress_stopped")
         return {"frames": self.generator.video_frames, "audio_blocks": self.generator.audio_blocks}
 
     async def close(self, reason: str) -> None:
-        """As the participant's edge: a kick or a room close stops the generator."""
-        self.generator.stop()
+        """As the participant's edge: a kick or a room close stops the generator and the task."""
+        await asyncio.to_thread(self.generator.stop)
+        await self.node.ingress.ended(self.task, "complete", reason=reason,
+                                      frames=self.generator.video_frames, audio_blocks=self.generator.audio_blocks)
 
 
 class TestSourceKind:
@@ -59,7 +63,7 @@ class TestSourceKind:
         generator = PatternGenerator(media.bus, participant.participant_id, pattern,
                                      video=request.video and not request.audio_only, audio=request.audio,
                                      font_path=media.service.font_path if pattern.label else "")
-        runner = TestSourceRunner(node, room, participant.participant_id, generator)
+        runner = TestSourceRunner(node, task, room, participant.participant_id, generator)
         participant.edge = runner
         generator.start()
         task.result.update(participant_id=participant.participant_id, state="publishing",

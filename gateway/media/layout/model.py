@@ -54,7 +54,7 @@ class Canvas(Model):
 
 
 class SourceRef(Model):
-    participant: str = Field(description="participant id (or identity)")
+    participant: str = Field(description="participant id, or identity (or a name only one participant has)")
     track: Literal["camera", "screen"] = "camera"
 
 
