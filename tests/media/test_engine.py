@@ -105,3 +105,27 @@ async def test_closing_a_room_stops_its_media_threads(client: Any, auth: dict[st
     # the executor's reusable workers (asyncio_N) stay; every media thread must be gone
     await wait_until(lambda: {t.name for t in threading.enumerate()
                               if t.is_alive() and not t.name.startswith("asyncio_")} - before == set())
+
+
+async def test_mix_minus_of_a_room_by_content(client: Any, auth: dict[str, str], node: Any) -> None:
+    """A listener's mix from a live room lacks its own tone and carries everyone else's."""
+    import numpy as np
+
+    await client.post("/v1/rooms", json={"room_id": "mm"}, headers=auth)
+    tones = {"a": 500.0, "b": 800.0, "c": 1300.0}
+    ids = {name: await add_source(client, auth, "mm", name, "808080", hz) for name, hz in tones.items()}
+    room = await node.rooms.get("mm")
+    listener = room.media.mixer.add_listener(ids["a"], maxsize=200)
+
+    def collect() -> np.ndarray:
+        blocks = []
+        while len(blocks) < 75:  # 1.5 s
+            blocks.append(listener.get(timeout=5)[1][:, 0].astype(float))
+        return np.concatenate(blocks[25:])  # past the jitter buffers' priming
+
+    audio = await asyncio.to_thread(collect)
+    spectrum = np.abs(np.fft.rfft(audio * np.hanning(len(audio))))
+    freqs = np.fft.rfftfreq(len(audio), 1 / 48000)
+    peak = {name: spectrum[(freqs > hz - 10) & (freqs < hz + 10)].max() for name, hz in tones.items()}
+    assert peak["b"] > 1000 * np.median(spectrum) and peak["c"] > 1000 * np.median(spectrum)
+    assert peak["a"] < min(peak["b"], peak["c"]) / 100  # 40 dB below: the listener's own tone is gone
