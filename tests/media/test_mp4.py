@@ -8,6 +8,7 @@ import json
 import queue
 import shutil
 import subprocess
+import threading
 import time
 from fractions import Fraction
 from pathlib import Path
@@ -16,13 +17,15 @@ import av
 import numpy as np
 import pytest
 
+from gateway.media.audio import samples_to_frame
 from gateway.media.bus import FrameBus
 from gateway.media.clock import RoomClock
 from gateway.media.composition import Composition, EncodedOutput
 from gateway.media.compositor import Compositor
 from gateway.media.encoder import AudioEncoder, Encoding, VideoEncoder, new_output_track
-from gateway.media.layout.model import Canvas
+from gateway.media.layout.model import AudioSelection, Canvas
 from gateway.media.layout.placed import PlacedRegion
+from gateway.media.mixer import AudioMixer
 from gateway.media.mp4 import Fmp4Writer, RecordingSink
 from gateway.media.track import CodecInfo, TrackKind
 
@@ -287,4 +290,55 @@ def test_composition_recorded_end_to_end(tmp_path: Path) -> None:
     assert abs(float(info["format"]["duration"]) - stats.duration_s) < 0.2
     frames, samples, rate = decode_file(tmp_path / "room.mp4")
     assert len(frames) == stats.video_packets
+    check_content(frames, samples, rate, left=(80, 90), right=(240, 90))
+
+
+@pytest.mark.skipif(FFPROBE is None, reason="needs the ffprobe CLI")
+def test_room_with_the_real_mixer_recorded(tmp_path: Path) -> None:
+    """Cameras and microphones on the bus, the AudioMixer's composite mix (p1 left, p2 right),
+    the compositor, one encoder pair, the recorder: the file shows and sounds like the room."""
+    bus = FrameBus()
+    canvas = Canvas(width=320, height=180, fps=30)
+    compositor = Compositor(canvas, bus)
+    compositor.set_regions([PlacedRegion(x=0, y=0, w=160, h=180, participant_id="p1", fit="fill"),
+                            PlacedRegion(x=160, y=0, w=160, h=180, participant_id="p2", fit="fill")])
+    cams = [bus.create_track("video", "camera", pid) for pid in ("p1", "p2")]
+    mics = [bus.create_track("audio", "mic", pid) for pid in ("p1", "p2")]
+    mixer = AudioMixer(bus)
+    mix = mixer.add_output(AudioSelection(channels={"p1": "left", "p2": "right"}))
+    compositor.render()
+    for cam, colour in zip(cams, (RED, BLUE), strict=True):
+        cam.push_frame(av.VideoFrame.from_ndarray(np.full((180, 320, 3), colour, np.uint8), format="rgb24"))
+
+    stop = threading.Event()
+
+    def speak() -> None:  # each microphone sends a 20 ms tone block on the room clock's pace
+        block = 0
+        started = time.monotonic()
+        while not stop.is_set():
+            for mic, hz in zip(mics, (440, 1000), strict=True):
+                mono = stereo_tone(block * 960, 960, hz, hz)
+                frame = samples_to_frame(mono, block * 960)
+                mic.push_frame(frame)
+            block += 1
+            stop.wait(max(0.0, started + block * 0.02 - time.monotonic()))
+
+    speaker = threading.Thread(target=speak, daemon=True)
+    speaker.start()
+    mixer.start()
+    composition = Composition(canvas, compositor, bus.clock, audio=mix)
+    output = composition.attach(ENC)
+    sink = RecordingSink(tmp_path / "mixed.mp4", output).start()
+    composition.start()
+    try:
+        deadline = time.monotonic() + 30
+        while sink.writer.packets["video"] < 75 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        stats = sink.stop()
+        composition.stop()
+        stop.set()
+        mixer.close()
+    assert stats.video_packets >= 60 and stats.audio_packets > 50
+    frames, samples, rate = decode_file(tmp_path / "mixed.mp4")
     check_content(frames, samples, rate, left=(80, 90), right=(240, 90))
