@@ -15,6 +15,7 @@ import time
 from gateway.config import load_config
 from gateway.egress import EgressRequest
 from gateway.ingress import IngressRequest
+from gateway.logsetup import configure_logging
 from gateway.node import Node
 from gateway.rooms.models import RoomCreate
 
@@ -34,6 +35,7 @@ async def measure(node: Node, seconds: float) -> list[float]:
 
 
 async def main() -> None:
+    configure_logging("warning")
     data = tempfile.mkdtemp(prefix="mediagate-bench-")
     config = load_config(None, overrides=[f'node.data_dir="{data}"', "http.port=0", 'log.level="warning"'],
                          environ={})

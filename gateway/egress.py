@@ -7,17 +7,15 @@ EgressStatus): starting -> active -> ending -> complete, or failed / aborted.
 
 from __future__ import annotations
 
-import secrets
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from gateway import events as ev
-from gateway.errors import MediagateError, NotFound, Unprocessable, ValidationFailed
 from gateway.media.encoder import Encoding
 from gateway.media.layout.model import AudioSelection, Layout
-from gateway.tasks import Task, TaskBook
+from gateway.tasks import Task, TaskService
 
 if TYPE_CHECKING:
     from gateway.node import Node
@@ -98,53 +96,29 @@ class EgressKind(Protocol):
         """Start producing; return the runner. Report progress with ``node.egress.set_status``."""
 
 
-class EgressService:
+class EgressService(TaskService):
+    """Egress tasks (LiveKit's EgressStatus): starting -> active -> ending -> complete, or
+    failed, or aborted when the room closes under them."""
+
+    noun = "egress"
+    id_prefix = "EG_"
+    kinds_hook = "mediagate_egress_kinds"
+    running_status = "active"
+    ending_status = "ending"
+
     def __init__(self, node: Node) -> None:
-        self.node = node
-        self.kinds: dict[str, EgressKind] = {}
-        self.book = TaskBook(node, "egress", {"started": ev.EGRESS_STARTED, "status": ev.EGRESS_STATUS,
-                                              "ended": ev.EGRESS_ENDED})
-        node.rooms.on_close(self._room_closed)
-
-    def collect_kinds(self) -> None:
-        for provided in self.node.pm.hook.mediagate_egress_kinds(node=self.node):
-            for kind in provided or []:
-                if kind.name in self.kinds:
-                    raise MediagateError(f"two plugins provide egress kind {kind.name!r}")
-                self.kinds[kind.name] = kind
-
-    def kind(self, name: str) -> EgressKind:
-        kind = self.kinds.get(name)
-        if kind is None:
-            raise ValidationFailed(f"unknown egress kind {name!r}; available: {', '.join(sorted(self.kinds))}",
-                                   field="kind")
-        return kind
+        super().__init__(node, {"started": ev.EGRESS_STARTED, "status": ev.EGRESS_STATUS, "ended": ev.EGRESS_ENDED})
 
     async def create(self, room_id: str, request: EgressRequest) -> Task:
         room = await self.node.rooms.get(room_id)
-        kind = self.kind(request.kind)
+        self.kind(request.kind)
         if isinstance(request.source, ParticipantSource):
             self.node.rooms.participant(room, request.source.participant)
         if request.layout is not None:
             self.node.media.validate_layout(room, request.layout)
         if "encoding" not in request.model_fields_set:
             request.encoding = self.default_encoding()
-        kind.validate(request, self.node)
-        task = Task("EG_" + secrets.token_hex(8), "egress", room_id, request.model_dump(mode="json"))
-        await self.book.add(task)
-        try:
-            task.runner = await kind.start(task, request, room, self.node)
-        except MediagateError as exc:
-            await self.book.set_status(task, "failed", error=exc.to_dict()["error"], ended=True)
-            raise
-        except Exception as exc:
-            log.exception("egress failed to start", egress_id=task.task_id)
-            await self.book.set_status(task, "failed", error={"code": "start_failed", "message": str(exc)},
-                                       ended=True)
-            raise Unprocessable(f"egress failed to start: {exc}", code="egress_start_failed") from exc
-        await self.book.set_status(task, "active")
-        self.node.events.emit(ev.EGRESS_STARTED, room_id, egress_id=task.task_id, kind=request.kind)
-        return task
+        return await self.launch(room, request)
 
     def default_encoding(self) -> Encoding:
         """The encoding an egress gets when it names none: the node's media defaults."""
@@ -153,19 +127,8 @@ class EgressService:
                         video_kbps=media.video_kbps, gop_s=media.gop_s, preset=media.x264_preset,
                         audio_kbps=media.audio_kbps)
 
-    def get(self, egress_id: str) -> Task:
-        task = self.book.tasks.get(egress_id)
-        if task is None:
-            raise NotFound(f"egress {egress_id!r} does not exist", code="egress_not_found", field="egress_id")
-        return task
-
-    def list(self, room_id: str | None = None) -> list[Task]:
-        return [t for t in self.book.tasks.values() if room_id is None or t.room_id == room_id]
-
     async def update(self, egress_id: str, patch: EgressUpdate) -> Task:
-        task = self.get(egress_id)
-        if not task.active:
-            raise Unprocessable(f"egress {egress_id!r} has ended", code="egress_ended")
+        task = self.active(egress_id)
         if patch.layout is not None:
             self.node.media.validate_layout(await self.node.rooms.get(task.room_id), patch.layout)
         await task.runner.update(patch)
@@ -175,38 +138,5 @@ class EgressService:
                               updated=sorted(changes))
         return task
 
-    async def stop(self, egress_id: str, reason: str = "api") -> Task:
-        task = self.get(egress_id)
-        if not task.active:
-            return task
-        await self.book.set_status(task, "ending")
-        try:
-            task.result.update(await task.runner.stop())
-            await self.book.set_status(task, "complete" if reason != "room_closed" else "aborted", ended=True,
-                                       reason=reason)
-        except Exception as exc:
-            log.exception("egress failed while stopping", egress_id=egress_id)
-            await self.book.set_status(task, "failed", error={"code": "stop_failed", "message": str(exc)},
-                                       ended=True)
-        return task
-
-    async def fail(self, task: Task, code: str, message: str) -> None:
-        """For runners: the task cannot go on."""
-        if task.active:
-            await self.book.set_status(task, "failed", error={"code": code, "message": message}, ended=True)
-
-    async def set_status(self, task: Task, status: str, **data: Any) -> None:
-        await self.book.set_status(task, status, **data)
-
-    async def _room_closed(self, room: Room, reason: str) -> None:
-        for task in self.list(room.room_id):
-            if task.active:
-                await self.stop(task.task_id, "room_closed")
-
-    async def shutdown(self) -> None:
-        for task in list(self.book.tasks.values()):
-            if task.active:
-                await self.stop(task.task_id, "node_shutdown")
-
-    def status_counts(self) -> dict[str, int]:
-        return self.book.status_counts()
+    def final_status(self, reason: str) -> str:
+        return "aborted" if reason == "room_closed" else "complete"

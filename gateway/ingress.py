@@ -3,16 +3,14 @@ pattern — as tasks. Each running ingress is one participant of the room."""
 
 from __future__ import annotations
 
-import secrets
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from gateway import events as ev
-from gateway.errors import MediagateError, NotFound, Unprocessable, ValidationFailed
 from gateway.media.layout.model import parse_color
-from gateway.tasks import Task, TaskBook
+from gateway.tasks import Task, TaskService
 
 if TYPE_CHECKING:
     from gateway.node import Node
@@ -90,92 +88,24 @@ class IngressKind(Protocol):
         """Join the room as a participant and start publishing; fill ``task.result``."""
 
 
-class IngressService:
+class IngressService(TaskService):
+    """Ingress tasks: starting -> publishing -> complete (stopped, ended, kicked) or failed."""
+
+    noun = "ingress"
+    id_prefix = "IN_"
+    kinds_hook = "mediagate_ingress_kinds"
+    running_status = "publishing"
+
     def __init__(self, node: Node) -> None:
-        self.node = node
-        self.kinds: dict[str, IngressKind] = {}
-        self.book = TaskBook(node, "ingress", {"started": ev.INGRESS_STARTED, "status": ev.INGRESS_STATUS,
-                                               "ended": ev.INGRESS_ENDED})
-        node.rooms.on_close(self._room_closed)
-
-    def collect_kinds(self) -> None:
-        for provided in self.node.pm.hook.mediagate_ingress_kinds(node=self.node):
-            for kind in provided or []:
-                if kind.name in self.kinds:
-                    raise MediagateError(f"two plugins provide ingress kind {kind.name!r}")
-                self.kinds[kind.name] = kind
-
-    def kind(self, name: str) -> IngressKind:
-        kind = self.kinds.get(name)
-        if kind is None:
-            raise ValidationFailed(f"unknown ingress kind {name!r}; available: {', '.join(sorted(self.kinds))}",
-                                   field="kind")
-        return kind
+        super().__init__(node, {"started": ev.INGRESS_STARTED, "status": ev.INGRESS_STATUS,
+                                "ended": ev.INGRESS_ENDED})
 
     async def create(self, room_id: str, request: IngressRequest) -> Task:
-        room = await self.node.rooms.get(room_id)
-        kind = self.kind(request.kind)
-        kind.validate(request, self.node)
-        task = Task("IN_" + secrets.token_hex(8), "ingress", room_id, request.model_dump(mode="json"))
-        await self.book.add(task)
-        try:
-            task.runner = await kind.start(task, request, room, self.node)
-        except MediagateError as exc:
-            await self.book.set_status(task, "failed", error=exc.to_dict()["error"], ended=True)
-            raise
-        except Exception as exc:
-            log.exception("ingress failed to start", ingress_id=task.task_id)
-            await self.book.set_status(task, "failed", error={"code": "start_failed", "message": str(exc)},
-                                       ended=True)
-            raise Unprocessable(f"ingress failed to start: {exc}", code="ingress_start_failed") from exc
+        return await self.launch(await self.node.rooms.get(room_id), request)
+
+    def started_data(self, task: Task) -> dict[str, Any]:
         task.result.setdefault("participant_id", task.runner.participant_id)
-        await self.book.set_status(task, "publishing")
-        self.node.events.emit(ev.INGRESS_STARTED, room_id, ingress_id=task.task_id, kind=request.kind,
-                              participant_id=task.runner.participant_id)
-        return task
-
-    def get(self, ingress_id: str) -> Task:
-        task = self.book.tasks.get(ingress_id)
-        if task is None:
-            raise NotFound(f"ingress {ingress_id!r} does not exist", code="ingress_not_found", field="ingress_id")
-        return task
-
-    def list(self, room_id: str | None = None) -> list[Task]:
-        return [t for t in self.book.tasks.values() if room_id is None or t.room_id == room_id]
+        return {"participant_id": task.runner.participant_id}
 
     async def control(self, ingress_id: str, command: IngressControl) -> dict[str, Any]:
-        task = self.get(ingress_id)
-        if not task.active:
-            raise Unprocessable(f"ingress {ingress_id!r} has ended", code="ingress_ended")
-        return await task.runner.control(command)
-
-    async def stop(self, ingress_id: str, reason: str = "api") -> Task:
-        task = self.get(ingress_id)
-        if not task.active:
-            return task
-        try:
-            task.result.update(await task.runner.stop())
-            await self.book.set_status(task, "complete", ended=True, reason=reason)
-        except Exception as exc:
-            log.exception("ingress failed while stopping", ingress_id=ingress_id)
-            await self.book.set_status(task, "failed", error={"code": "stop_failed", "message": str(exc)},
-                                       ended=True)
-        return task
-
-    async def ended(self, task: Task, status: str = "complete", **data: Any) -> None:
-        """For runners: the source ended by itself (end of file, publisher left)."""
-        if task.active:
-            await self.book.set_status(task, status, ended=True, **data)
-
-    async def _room_closed(self, room: Room, reason: str) -> None:
-        for task in self.list(room.room_id):
-            if task.active:
-                await self.stop(task.task_id, "room_closed")
-
-    async def shutdown(self) -> None:
-        for task in list(self.book.tasks.values()):
-            if task.active:
-                await self.stop(task.task_id, "node_shutdown")
-
-    def status_counts(self) -> dict[str, int]:
-        return self.book.status_counts()
+        return await self.active(ingress_id).runner.control(command)

@@ -4,14 +4,20 @@ Every change is an event and is written to the store."""
 
 from __future__ import annotations
 
+import secrets
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from gateway.errors import MediagateError, NotFound, Unprocessable, ValidationFailed
+
 if TYPE_CHECKING:
+    from pydantic import BaseModel
+
     from gateway.node import Node
+    from gateway.rooms.room import Room
 
 log = structlog.get_logger(__name__)
 
@@ -103,3 +109,118 @@ class TaskBook:
         for task in self.tasks.values():
             counts[task.status] = counts.get(task.status, 0) + 1
         return counts
+
+
+class TaskService:
+    """What egress and ingress share: kinds contributed by plugins, tasks started with a clear
+    failure report, stopped on request, when their room closes, and when the node stops."""
+
+    noun = "task"  # "egress" | "ingress": ids, events and error codes are named after it
+    id_prefix = "TS_"
+    kinds_hook = ""  # the hook that contributes kinds, e.g. "mediagate_egress_kinds"
+    running_status = "active"
+    ending_status: str | None = None  # a status shown while the runner stops, if any
+
+    def __init__(self, node: Node, events: dict[str, str]) -> None:
+        self.node = node
+        self.kinds: dict[str, Any] = {}
+        self.book = TaskBook(node, self.noun, events)
+        node.rooms.on_close(self._room_closed)
+
+    def collect_kinds(self) -> None:
+        for provided in getattr(self.node.pm.hook, self.kinds_hook)(node=self.node):
+            for kind in provided or []:
+                if kind.name in self.kinds:
+                    raise MediagateError(f"two plugins provide {self.noun} kind {kind.name!r}")
+                self.kinds[kind.name] = kind
+
+    def kind(self, name: str) -> Any:
+        kind = self.kinds.get(name)
+        if kind is None:
+            raise ValidationFailed(f"unknown {self.noun} kind {name!r}; available: {', '.join(sorted(self.kinds))}",
+                                   field="kind")
+        return kind
+
+    async def launch(self, room: Room, request: BaseModel) -> Task:
+        """Create the task and start the kind's runner; a start failure is recorded and raised."""
+        kind = self.kind(request.kind)  # type: ignore[attr-defined]
+        kind.validate(request, self.node)
+        task = Task(self.id_prefix + secrets.token_hex(8), self.noun, room.room_id, request.model_dump(mode="json"))
+        await self.book.add(task)
+        try:
+            task.runner = await kind.start(task, request, room, self.node)
+        except MediagateError as exc:
+            await self.book.set_status(task, "failed", error=exc.to_dict()["error"], ended=True)
+            raise
+        except Exception as exc:
+            log.exception(f"{self.noun} failed to start", task_id=task.task_id)
+            await self.book.set_status(task, "failed", error={"code": "start_failed", "message": str(exc)},
+                                       ended=True)
+            raise Unprocessable(f"{self.noun} failed to start: {exc}", code=f"{self.noun}_start_failed") from exc
+        await self.book.set_status(task, self.running_status)
+        self.node.events.emit(self.book.event_names["started"], room.room_id, **{f"{self.noun}_id": task.task_id},
+                              kind=task.spec.get("kind"), **self.started_data(task))
+        return task
+
+    def started_data(self, task: Task) -> dict[str, Any]:
+        return {}
+
+    def get(self, task_id: str) -> Task:
+        task = self.book.tasks.get(task_id)
+        if task is None:
+            raise NotFound(f"{self.noun} {task_id!r} does not exist", code=f"{self.noun}_not_found",
+                           field=f"{self.noun}_id")
+        return task
+
+    def active(self, task_id: str) -> Task:
+        task = self.get(task_id)
+        if not task.active:
+            raise Unprocessable(f"{self.noun} {task_id!r} has ended", code=f"{self.noun}_ended")
+        return task
+
+    def list(self, room_id: str | None = None) -> list[Task]:
+        return [t for t in self.book.tasks.values() if room_id is None or t.room_id == room_id]
+
+    def final_status(self, reason: str) -> str:
+        return "complete"
+
+    async def stop(self, task_id: str, reason: str = "api") -> Task:
+        task = self.get(task_id)
+        if not task.active:
+            return task
+        if self.ending_status:
+            await self.book.set_status(task, self.ending_status)
+        try:
+            task.result.update(await task.runner.stop())
+            await self.book.set_status(task, self.final_status(reason), ended=True, reason=reason)
+        except Exception as exc:
+            log.exception(f"{self.noun} failed while stopping", task_id=task_id)
+            await self.book.set_status(task, "failed", error={"code": "stop_failed", "message": str(exc)},
+                                       ended=True)
+        return task
+
+    async def ended(self, task: Task, status: str = "complete", **data: Any) -> None:
+        """For runners: the task ended by itself (end of file, publisher left, kicked)."""
+        if task.active:
+            await self.book.set_status(task, status, ended=True, **data)
+
+    async def fail(self, task: Task, code: str, message: str) -> None:
+        """For runners: the task cannot go on."""
+        if task.active:
+            await self.book.set_status(task, "failed", error={"code": code, "message": message}, ended=True)
+
+    async def set_status(self, task: Task, status: str, **data: Any) -> None:
+        await self.book.set_status(task, status, **data)
+
+    async def _room_closed(self, room: Room, reason: str) -> None:
+        for task in self.list(room.room_id):
+            if task.active:
+                await self.stop(task.task_id, "room_closed")
+
+    async def shutdown(self) -> None:
+        for task in list(self.book.tasks.values()):
+            if task.active:
+                await self.stop(task.task_id, "node_shutdown")
+
+    def status_counts(self) -> dict[str, int]:
+        return self.book.status_counts()

@@ -96,15 +96,24 @@ def principal(request: web.Request) -> Principal:
     return request[PRINCIPAL]
 
 
-def require_operator(request: web.Request, action: str, room_id: str | None = None) -> Principal:
-    """Operators may do anything unless a plugin's mediagate_authorize says otherwise."""
+def _plugin_decision(request: web.Request, action: str, room_id: str | None) -> Principal | None:
+    """A plugin's mediagate_authorize answer: the principal when allowed, None when no plugin decided."""
     who = principal(request)
     node: Node = request.app[NODE]
     decided = node.pm.hook.mediagate_authorize(principal=who, action=action, room_id=room_id, node=node)
+    if decided is None:
+        return None
+    if not decided:
+        raise Forbidden(f"not allowed to {action}", code="forbidden")
+    return who
+
+
+def require_operator(request: web.Request, action: str, room_id: str | None = None) -> Principal:
+    """Operators may do anything unless a plugin's mediagate_authorize says otherwise."""
+    decided = _plugin_decision(request, action, room_id)
     if decided is not None:
-        if not decided:
-            raise Forbidden(f"not allowed to {action}", code="forbidden")
-        return who
+        return decided
+    who = principal(request)
     if not who.is_operator:
         raise Forbidden(f"a join token cannot {action}; use an API token", code="operator_only")
     return who
@@ -112,15 +121,10 @@ def require_operator(request: web.Request, action: str, room_id: str | None = No
 
 def require_room_access(request: web.Request, room_id: str, action: str = "room.read") -> Principal:
     """Operators see every room; a participant only the room its join token names."""
-    who = principal(request)
-    node: Node = request.app[NODE]
-    decided = node.pm.hook.mediagate_authorize(principal=who, action=action, room_id=room_id, node=node)
+    decided = _plugin_decision(request, action, room_id)
     if decided is not None:
-        if not decided:
-            raise Forbidden(f"not allowed to {action}", code="forbidden")
-        return who
-    if who.is_operator:
-        return who
-    if who.room_id != room_id:
+        return decided
+    who = principal(request)
+    if not who.is_operator and who.room_id != room_id:
         raise Forbidden("this join token is for another room", code="wrong_room", field="room_id")
     return who
