@@ -75,6 +75,12 @@ def mediagate_event(event: Event, node: Node) -> None:
     the event loop, in emission order. Must not block: schedule I/O as a task."""
 
 
+@hookspec(firstresult=True)
+def mediagate_task_callback(url: str, event: Event, node: Node) -> bool | None:
+    """Deliver `event` to a task's own ``callback_url`` (egress, ingress, SIP call). Return
+    True when queued for delivery; None leaves it to the next plugin. Must not block."""
+
+
 # -------------------------------------------------------------------------------------------
 # Media edges: what a plugin adds to the node
 # -------------------------------------------------------------------------------------------

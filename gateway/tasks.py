@@ -97,12 +97,9 @@ class TaskBook:
     def _callback(self, url: str, name: str, task: Task, status: str, error: Any, data: dict[str, Any]) -> None:
         from gateway.events import Event
 
-        webhook = self.node.pm.get_plugin("webhook")
-        if webhook is None or not hasattr(webhook, "deliver"):
-            log.warning("task has a callback_url but the webhook plugin is disabled", task_id=task.task_id)
-            return
         event = Event(name, task.room_id, {f"{self.kind}_id": task.task_id, "status": status, "error": error, **data})
-        webhook.deliver(url, event)
+        if not self.node.pm.hook.mediagate_task_callback(url=url, event=event, node=self.node):
+            log.warning("task has a callback_url but no plugin delivers callbacks", task_id=task.task_id)
 
     def status_counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}

@@ -75,6 +75,11 @@ class WebhookPlugin:
         await self.sender.close()
 
     @hookimpl
+    def mediagate_task_callback(self, url: str, event: Event, node: Any) -> bool:
+        self.deliver(url, event)
+        return True
+
+    @hookimpl
     def mediagate_event(self, event: Event, node: Any) -> None:
         if not self.config.urls or not self.wants(event.event):
             return
