@@ -146,3 +146,18 @@ def test_status_unreachable_node() -> None:
     result = run("status", "--url", "http://127.0.0.1:9")
     assert result.returncode == 1
     assert "cannot reach" in result.stderr
+
+
+def test_serve_refuses_a_bad_config_naming_key_and_line(tmp_path: Path) -> None:
+    path = config_file(tmp_path, "\n[http]\nport = \"eighty\"\n")
+    result = run("serve", "--config", str(path))
+    assert result.returncode == 2
+    assert f"{path}:8: http.port" in result.stderr
+    assert not (tmp_path / "data" / "mediagate.db").exists()  # nothing was started or written
+
+
+def test_serve_refuses_a_bad_plugin_config(tmp_path: Path) -> None:
+    path = config_file(tmp_path, "\n[plugins.webhook]\nurl = \"http://x\"\n")
+    result = run("serve", "--config", str(path))
+    assert result.returncode == 2
+    assert f"{path}:8: plugins.webhook.url: unknown key" in result.stderr
