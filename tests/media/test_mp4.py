@@ -30,7 +30,7 @@ from gateway.media.mp4 import Fmp4Writer, RecordingSink
 from gateway.media.track import CodecInfo, TrackKind
 
 RED, BLUE = (220, 30, 30), (40, 50, 220)
-FFPROBE = shutil.which("ffprobe")
+FFPROBE = shutil.which("ffprobe")  # installed by the test command (Debian ffmpeg); never skipped
 ENC = Encoding(width=320, height=180, fps=30, gop_s=1, video_kbps=400, audio_kbps=96)
 
 
@@ -108,7 +108,6 @@ def encode_clip(writer: Fmp4Writer | None, video: VideoEncoder, audio: AudioEnco
     return packets
 
 
-@pytest.mark.skipif(FFPROBE is None, reason="needs the ffprobe CLI")
 def test_fmp4_has_both_streams_colours_and_tones(tmp_path: Path) -> None:
     video, audio = VideoEncoder(ENC, threads=1), AudioEncoder(ENC)
     path = tmp_path / "clip.mp4"
@@ -136,7 +135,6 @@ def test_fmp4_has_both_streams_colours_and_tones(tmp_path: Path) -> None:
     check_content(frames, samples, rate, left=(80, 90), right=(240, 90))
 
 
-@pytest.mark.skipif(FFPROBE is None, reason="needs the ffprobe CLI")
 def test_crash_leaves_a_playable_file(tmp_path: Path) -> None:
     video, audio = VideoEncoder(ENC, threads=1), AudioEncoder(ENC)
     path = tmp_path / "live.mp4"
@@ -149,7 +147,6 @@ def test_crash_leaves_a_playable_file(tmp_path: Path) -> None:
     writer.close()
 
 
-@pytest.mark.skipif(FFPROBE is None, reason="needs the ffprobe CLI")
 def test_opus_and_single_stream_files(tmp_path: Path) -> None:
     opus = Encoding(width=320, height=180, gop_s=1, audio_codec="opus")
     video, audio = VideoEncoder(opus, threads=1), AudioEncoder(opus)
@@ -171,7 +168,6 @@ def test_opus_and_single_stream_files(tmp_path: Path) -> None:
         Fmp4Writer(tmp_path / "none.mp4", None, None)
 
 
-@pytest.mark.skipif(FFPROBE is None, reason="needs the ffprobe CLI")
 def test_video_with_in_band_parameter_sets(tmp_path: Path) -> None:
     """H.264 without extradata (SPS/PPS in the keyframes, as WebRTC sends it)."""
     ctx = av.CodecContext.create("libx264", "w")
@@ -256,7 +252,6 @@ class ToneMix:
         return pts, stereo_tone(pts, 960)
 
 
-@pytest.mark.skipif(FFPROBE is None, reason="needs the ffprobe CLI")
 def test_composition_recorded_end_to_end(tmp_path: Path) -> None:
     bus = FrameBus()
     canvas = Canvas(width=320, height=180, fps=30)
@@ -293,7 +288,6 @@ def test_composition_recorded_end_to_end(tmp_path: Path) -> None:
     check_content(frames, samples, rate, left=(80, 90), right=(240, 90))
 
 
-@pytest.mark.skipif(FFPROBE is None, reason="needs the ffprobe CLI")
 def test_room_with_the_real_mixer_recorded(tmp_path: Path) -> None:
     """Cameras and microphones on the bus, the AudioMixer's composite mix (p1 left, p2 right),
     the compositor, one encoder pair, the recorder: the file shows and sounds like the room."""
