@@ -7,6 +7,7 @@ confirms the files are well-formed MP4 with H.264 and AAC."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import subprocess
 from pathlib import Path
@@ -168,3 +169,26 @@ async def test_grid_custom_floating_recordings(client: Any, auth: dict[str, str]
     small = [r for r in placed if r.participant_id != pid["red"]]
     assert all(r.w == round(1280 * 0.235) // 2 * 2 or abs(r.w - 1280 * 0.235) <= 2 for r in small)
     assert_tones(audio, tones)
+
+
+async def test_live_layout_change_keeps_one_continuous_recording(client: Any, auth: dict[str, str],
+                                                                 room: dict[str, str]) -> None:
+    """A layout change lands on the next frames of a running recording, which goes on unbroken."""
+    await put_layout(client, auth, {"template": "grid"})
+    response = await client.post("/v1/rooms/e2e/egress", headers=auth, json={"kind": "record"})
+    egress_id = (await response.json())["egress_id"]
+    await asyncio.sleep(3)
+    await put_layout(client, auth, {"template": "custom", "regions": [
+        {"source": {"participant": "blue"}, "x": 0, "y": 0, "w": 1, "h": 1, "units": "fraction"}]})
+    await asyncio.sleep(3)
+    body = await (await client.delete(f"/v1/egress/{egress_id}", headers=auth)).json()
+    path = Path(body["files"][0]["path"])
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        frames = [(float(f.pts * stream.time_base), f.to_ndarray(format="rgb24")) for f in container.decode(stream)]
+    times = [t for t, _ in frames]
+    assert max(b - a for a, b in itertools.pairwise(times)) < 0.2  # no gap where the layout changed
+    assert len(frames) > 5 * 25
+    first, last = frames[10][1].astype(int), frames[-1][1].astype(int)
+    assert near(centre(first, 0, 0, 640, 360), RGB["red"]) and near(centre(first, 640, 360, 640, 360), RGB["yellow"])
+    assert near(centre(last, 0, 0, 640, 360), RGB["blue"]) and near(centre(last, 640, 360, 640, 360), RGB["blue"])

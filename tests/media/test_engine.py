@@ -129,3 +129,25 @@ async def test_mix_minus_of_a_room_by_content(client: Any, auth: dict[str, str],
     peak = {name: spectrum[(freqs > hz - 10) & (freqs < hz + 10)].max() for name, hz in tones.items()}
     assert peak["b"] > 1000 * np.median(spectrum) and peak["c"] > 1000 * np.median(spectrum)
     assert peak["a"] < min(peak["b"], peak["c"]) / 100  # 40 dB below: the listener's own tone is gone
+
+
+async def test_equal_encodings_share_one_encoder_across_egress(client: Any, auth: dict[str, str],
+                                                                node: Any) -> None:
+    await client.post("/v1/rooms", json={"room_id": "share"}, headers=auth)
+    await add_source(client, auth, "share", "a", "FF0000", 440)
+    ids = []
+    for encoding in ({"width": 1280, "height": 720}, {"width": 1280, "height": 720}, {"width": 640, "height": 360}):
+        response = await client.post("/v1/rooms/share/egress", headers=auth,
+                                     json={"kind": "record", "encoding": encoding})
+        assert response.status == 201
+        ids.append((await response.json())["egress_id"])
+    room = await node.rooms.get("share")
+    composition = room.media.composites["room"].composition
+    assert len(composition.stats()["encoders"]) == 2  # 720p shared by two recordings, 360p its own
+    runners = [node.egress.get(i).runner for i in ids]
+    assert runners[0].output.video_track is runners[1].output.video_track
+    assert runners[0].output.video_track is not runners[2].output.video_track
+    assert runners[0].output.audio_track is runners[2].output.audio_track  # same audio encoding: one encoder
+    for egress_id in ids:
+        await client.delete(f"/v1/egress/{egress_id}", headers=auth)
+    assert "room" not in room.media.composites  # the last user gone: composite and encoders stopped
