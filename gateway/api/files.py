@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from aiohttp import BodyPartReader, web
 
@@ -50,7 +51,8 @@ async def upload_file(request: web.Request) -> web.Response:
             info = await node.files.save_stream(part.filename, _chunks(part), owner=principal(request).subject)
             node.events.emit("upload.done", None, file_id=info["file_id"], name=info["name"], size=info["size"])
             return web.json_response(info, status=201)
-        await part.release() if isinstance(part, BodyPartReader) else None
+        if isinstance(part, BodyPartReader):
+            await part.release()  # another form field: skip it
 
 
 async def list_files(request: web.Request) -> dict[str, Any]:
@@ -71,7 +73,8 @@ async def download_file(request: web.Request) -> web.FileResponse:
     row = await node.files.get(request.match_info["file_id"])
     response = web.FileResponse(node.files.path(row))
     response.content_type = row["content_type"]
-    response.headers["Content-Disposition"] = f'attachment; filename="{row["name"]}"'
+    # RFC 6266 filename*: an uploaded name may hold quotes, non-ASCII or control characters
+    response.headers["Content-Disposition"] = f"attachment; filename*=UTF-8''{quote(row['name'], safe='')}"
     return response
 
 

@@ -173,3 +173,24 @@ async def test_mp4_upload_media_info(client: TestClient, api: Any, tmp_path: Pat
     assert 800 <= media["duration_ms"] <= 1200, media  # 10 frames at 10 fps
     content = await client.get(f"/v1/files/{info['file_id']}/content", headers=api.auth)
     assert await content.read() == data
+
+
+async def test_hostile_filename_is_stored_safely_and_served_encoded(client, auth, tmp_path) -> None:
+    import io
+    import urllib.parse
+
+    import aiohttp
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), (1, 2, 3)).save(buffer, format="PNG")
+    form = aiohttp.FormData()
+    form.add_field("file", buffer.getvalue(), filename='../../evil "name"\\x.png', content_type="image/png")
+    response = await client.post("/v1/files", data=form, headers=auth)
+    assert response.status == 201, await response.text()
+    info = await response.json()
+    download = await client.get(f"/v1/files/{info['file_id']}/content", headers=auth)
+    assert download.status == 200 and await download.read() == buffer.getvalue()
+    disposition = download.headers["Content-Disposition"]
+    assert disposition.startswith("attachment; filename*=UTF-8''") and '"' not in disposition
+    assert urllib.parse.unquote(disposition.split("''", 1)[1]).endswith(".png")
