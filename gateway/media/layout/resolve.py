@@ -143,6 +143,14 @@ def _bind_custom(layout: Layout, sources: list[VideoSource]) -> list[tuple[Regio
 # Conversion
 # -------------------------------------------------------------------------------------------
 
+def _placeholder(region: Region, source: VideoSource | None) -> str:
+    """An audio-only participant has no last frame to hold: show their name card instead
+    (TRTC: audio-only users still get a window)."""
+    if region.placeholder == "last" and source is not None and not source.has_video:
+        return "name"
+    return region.placeholder
+
+
 def _placed(layout: Layout, region: Region, ref: SourceRef | None,
             source: VideoSource | None) -> PlacedRegion:
     x, y, w, h = region.pixels(layout.canvas)
@@ -155,7 +163,7 @@ def _placed(layout: Layout, region: Region, ref: SourceRef | None,
         fit=region.fit,
         crop=None if crop is None else (crop.x, crop.y, crop.w, crop.h),
         alpha=region.alpha,
-        placeholder=region.placeholder,
+        placeholder=_placeholder(region, source),
         placeholder_image=region.placeholder_image,
         background=None if region.background is None else parse_color(region.background),
     )

@@ -233,3 +233,17 @@ def test_geometry_helpers():
     assert [even(v) for v in (0, 0.9, 1, 2.9, 3, 426.67, 853.33, 1097.14)] == [0, 0, 2, 2, 4, 426, 854, 1098]
     assert split(0, 1280, 3) == [(0, 426), (426, 428), (854, 426)]
     assert split(100, 300, 2) == [(100, 150), (250, 150)]
+
+
+def test_audio_only_sources_get_a_name_card_instead_of_a_black_last_frame() -> None:
+    from gateway.media.layout.model import Layout
+    from gateway.media.layout.placed import VideoSource
+    from gateway.media.layout.resolve import resolve
+    from gateway.media.layout.templates import TemplateRegistry
+
+    sources = [VideoSource("a", "camera", "Alice"), VideoSource("b", "camera", "Bob", has_video=False)]
+    placed = resolve(Layout(template="grid"), sources, TemplateRegistry(TEMPLATES))
+    assert {r.participant_id: r.placeholder for r in placed} == {"a": "last", "b": "name"}
+    explicit = Layout.model_validate({"template": "custom", "regions": [
+        {"source": {"participant": "b"}, "x": 0, "y": 0, "w": 100, "h": 100, "placeholder": "black"}]})
+    assert resolve(explicit, sources, TemplateRegistry(TEMPLATES))[0].placeholder == "black"
