@@ -4,7 +4,6 @@ encodings share one encoder, and slow consumers or encoders never hold the compo
 from __future__ import annotations
 
 import itertools
-import queue
 import threading
 import time
 from fractions import Fraction
@@ -15,12 +14,12 @@ import pytest
 from pydantic import ValidationError
 
 from gateway.media.bus import FrameBus
-from gateway.media.clock import RoomClock
 from gateway.media.composition import Composition
 from gateway.media.compositor import Compositor
 from gateway.media.encoder import AudioEncoder, Encoding, VideoEncoder
 from gateway.media.layout.model import Canvas
 from gateway.media.layout.placed import PlacedRegion
+from tests.media.fakes import ToneMix
 
 RED, BLUE = (220, 30, 30), (40, 50, 220)
 
@@ -28,6 +27,10 @@ RED, BLUE = (220, 30, 30), (40, 50, 220)
 def solid(rgb: tuple[int, int, int], w: int, h: int) -> av.VideoFrame:
     return av.VideoFrame.from_ndarray(np.full((h, w, 3), rgb, np.uint8), format="rgb24").reformat(
         format="yuv420p")
+
+
+def tone_440(start: int, n: int) -> np.ndarray:
+    return tone(start, n, 440)
 
 
 def tone(start: int, n: int, hz: float, amplitude: float = 0.3) -> np.ndarray:
@@ -155,26 +158,6 @@ def test_audio_encoder_fills_gaps_and_resamples() -> None:
 
 
 # ---------------------------------------------------------------------------- composition
-class ToneMix:
-    """A stand-in for the mixer's MixOutput: one 20 ms block per tick of the room clock."""
-
-    def __init__(self, clock: RoomClock, hz: float = 440) -> None:
-        self.clock, self.hz = clock, hz
-        self.block: int | None = None
-
-    def get(self, timeout: float | None = None) -> tuple[int, np.ndarray]:
-        if self.block is None:
-            self.block = int(self.clock.now() * 50)
-        wait = self.block / 50 - self.clock.now()
-        if timeout is not None and wait > timeout:
-            time.sleep(timeout)
-            raise queue.Empty
-        time.sleep(max(wait, 0))
-        pts = self.block * 960
-        self.block += 1
-        return pts, tone(pts, 960, self.hz)
-
-
 @pytest.fixture
 def room() -> tuple[FrameBus, Canvas, Compositor]:
     bus = FrameBus()
@@ -193,7 +176,7 @@ def wait_for(condition, timeout: float = 10.0) -> None:  # type: ignore[no-untyp
 
 def test_equal_encodings_share_encoders(room: tuple[FrameBus, Canvas, Compositor]) -> None:
     bus, canvas, compositor = room
-    composition = Composition(canvas, compositor, bus.clock, audio=ToneMix(bus.clock))
+    composition = Composition(canvas, compositor, bus.clock, audio=ToneMix(bus.clock, tone_440))
     first = composition.attach(Encoding(width=320, height=180, video_kbps=300))
     second = composition.attach(Encoding(width=320, height=180, video_kbps=300))
     other = composition.attach(Encoding(width=160, height=90, video_kbps=200))
@@ -215,7 +198,7 @@ def test_equal_encodings_share_encoders(room: tuple[FrameBus, Canvas, Compositor
 
 def test_composition_encodes_on_the_room_clock(room: tuple[FrameBus, Canvas, Compositor]) -> None:
     bus, canvas, compositor = room
-    composition = Composition(canvas, compositor, bus.clock, audio=ToneMix(bus.clock))
+    composition = Composition(canvas, compositor, bus.clock, audio=ToneMix(bus.clock, tone_440))
     output = composition.attach(Encoding(width=320, height=180, video_kbps=300))
     video, audio = output.video_track.subscribe_packets(), output.audio_track.subscribe_packets()
     track = bus.create_track("video", "camera", "p1")

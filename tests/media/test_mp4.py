@@ -5,7 +5,6 @@ layout put them and the spectrum holds the tones that were fed."""
 from __future__ import annotations
 
 import json
-import queue
 import shutil
 import subprocess
 import threading
@@ -28,6 +27,7 @@ from gateway.media.layout.placed import PlacedRegion
 from gateway.media.mixer import AudioMixer
 from gateway.media.mp4 import Fmp4Writer, RecordingSink
 from gateway.media.track import CodecInfo, TrackKind
+from tests.media.fakes import ToneMix
 
 RED, BLUE = (220, 30, 30), (40, 50, 220)
 FFPROBE = shutil.which("ffprobe")  # installed by the test command (Debian ffmpeg); never skipped
@@ -232,26 +232,6 @@ def test_recording_sink_interleaves_by_timestamp(tmp_path: Path, monkeypatch: py
     assert output.video_track._packet_subs == ()  # unsubscribed when stopped
 
 
-class ToneMix:
-    """A stand-in for the mixer's MixOutput: one 20 ms stereo block per tick of the room clock."""
-
-    def __init__(self, clock: RoomClock) -> None:
-        self.clock = clock
-        self.block: int | None = None
-
-    def get(self, timeout: float | None = None) -> tuple[int, np.ndarray]:
-        if self.block is None:
-            self.block = int(self.clock.now() * 50)
-        wait = self.block / 50 - self.clock.now()
-        if timeout is not None and wait > timeout:
-            time.sleep(timeout)
-            raise queue.Empty
-        time.sleep(max(wait, 0))
-        pts = self.block * 960
-        self.block += 1
-        return pts, stereo_tone(pts, 960)
-
-
 def test_composition_recorded_end_to_end(tmp_path: Path) -> None:
     bus = FrameBus()
     canvas = Canvas(width=320, height=180, fps=30)
@@ -266,7 +246,7 @@ def test_composition_recorded_end_to_end(tmp_path: Path) -> None:
     p1.push_frame(av.VideoFrame.from_ndarray(np.full((360, 640, 3), RED, np.uint8), format="rgb24"))
     p2.push_frame(av.VideoFrame.from_ndarray(np.full((240, 320, 3), BLUE, np.uint8), format="rgb24"))
 
-    composition = Composition(canvas, compositor, bus.clock, audio=ToneMix(bus.clock))
+    composition = Composition(canvas, compositor, bus.clock, audio=ToneMix(bus.clock, stereo_tone))
     output = composition.attach(ENC)
     sink = RecordingSink(tmp_path / "room.mp4", output).start()
     composition.start()
