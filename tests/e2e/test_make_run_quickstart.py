@@ -60,3 +60,21 @@ def test_make_run_serves_and_quickstart_works(server: ServerProcess, tmp_path: P
     assert np.abs(last[360, 960] - [0, 0, 255]).max() < 40
     status, _ = server.get(f"/v1/storage/local/{stopped[-1]['files'][0]['key']}", server.token)
     assert status == 200
+
+
+def test_cli_inspects_the_running_node(server: ServerProcess) -> None:
+    import sys
+
+    def mediagate(*args: str) -> dict:
+        result = subprocess.run([sys.executable, "-m", "gateway", *args, "--url", server.url, "--token", server.token],
+                                capture_output=True, text=True, timeout=60, cwd=REPO)
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+    status = mediagate("status")
+    assert status["health"]["status"] == "ok" and status["ready"]["checks"]["store"] is True
+    assert status["nodes"][0]["rooms"] == 0
+    server.post("/v1/rooms", {"room_id": "cli"}, server.token)
+    rooms = mediagate("rooms")
+    assert rooms["room_count"] == 1 and rooms["rooms"][0]["room_id"] == "cli"
+    assert mediagate("egress", "cli") == {"egress": []}
