@@ -22,6 +22,7 @@ from gateway import events as ev
 from gateway.errors import BadRequest, Forbidden, MediagateError
 from gateway.media.layout.model import Canvas, Layout, Region, SourceRef
 from gateway.rooms.models import ParticipantUpdate
+from gateway.rooms.participant import Role
 
 if TYPE_CHECKING:
     from gateway.node import Node
@@ -40,8 +41,6 @@ class CommandContext:
 
     @property
     def is_owner(self) -> bool:
-        from gateway.rooms.participant import Role
-
         if self.principal.is_operator:
             return True
         return self.sender is not None and bool(self.sender.role & Role.OWNER)
@@ -226,8 +225,6 @@ async def cmd_setstate(ctx: CommandContext, args: dict[str, Any]) -> dict[str, A
 async def cmd_setrole(ctx: CommandContext, args: dict[str, Any]) -> dict[str, Any]:
     participant = _target(ctx, args)
     mask, value = _int(args.get("mask"), "mask"), _int(args.get("role"), "role")
-    from gateway.rooms.participant import Role
-
     if mask & Role.OWNER and not ctx.is_owner:
         raise Forbidden("only the owner may hand over ownership", code="not_owner", field="role")
     participant.set_role_bits(mask, value)

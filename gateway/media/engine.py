@@ -186,8 +186,7 @@ class RoomMedia:
             old.close()
             handle.watermarks = None
         handle.layout = layout
-        compositor = handle.compositor
-        compositor.set_background(layout.canvas.background)
+        compositor = handle.compositor  # the background came with it: it is part of the canvas
         if handle.watermarks != layout.watermarks:
             marks = layout.watermarks
             empty = not (marks.images or marks.texts or marks.timestamp)

@@ -18,7 +18,7 @@ from gateway.media.layout.model import Layout
 from gateway.rooms.models import ParticipantUpdate, RoomCreate, RoomUpdate
 from gateway.rooms.participant import Participant, ParticipantKind, Role, State
 from gateway.rooms.room import Room
-from gateway.security import DEFAULT_JOIN_PERMISSIONS, hash_secret, verify_secret
+from gateway.security import DEFAULT_JOIN_PERMISSIONS, Permission, hash_secret, verify_secret
 
 if TYPE_CHECKING:
     from gateway.config import Config
@@ -308,8 +308,6 @@ class RoomService:
 
     def apply_state(self, room: Room, participant: Participant, mask: int, value: int) -> None:
         """Change state bits and make the media follow (mute = nothing flows to others)."""
-        from gateway.security import Permission  # local: avoid a cycle at import time
-
         if value & State.AUDIO_ON & mask and not participant.permissions & Permission.SEND_AUDIO:
             raise Forbidden("no permission to send audio", code="permission_denied", field="state")
         if value & State.VIDEO_ON & mask and not participant.permissions & Permission.SEND_VIDEO:

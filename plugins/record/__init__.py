@@ -16,8 +16,9 @@ import structlog
 
 from gateway import events as ev
 from gateway.egress import EgressRequest, EgressUpdate, ParticipantSource, RecordOptions
-from gateway.errors import ValidationFailed
+from gateway.errors import Unprocessable, ValidationFailed
 from gateway.hookspecs import hookimpl
+from gateway.media.engine import ROOM_COMPOSITE
 from gateway.media.layout.model import AudioSelection, Layout, Region, SourceRef
 from gateway.media.mp4 import RecordingSink
 
@@ -55,14 +56,17 @@ class RecordRunner:
     async def update(self, patch: EgressUpdate) -> None:
         if patch.urls is not None:
             raise ValidationFailed("a recording has no URLs", field="urls")
-        handle = self.media.composites.get(self.key)
-        if handle is None:
+        if patch.layout is None and patch.audio is None:
             return
+        if self.key == ROOM_COMPOSITE:
+            # other outputs share the room's composite: changing it here would change theirs
+            raise Unprocessable("this recording follows the room layout: change it with PUT /v1/rooms/{id}/layout, "
+                                "or start the recording with its own layout", code="follows_room_layout",
+                                field="layout" if patch.layout is not None else "audio")
+        handle = self.media.composites[self.key]
         layout = patch.layout or handle.layout
         if patch.audio is not None:
             layout = layout.model_copy(update={"audio": patch.audio})
-        if self.key.startswith("room") and patch.layout is None and patch.audio is None:
-            return
         self.media.set_composite_layout(self.key, layout)
 
     async def stop(self) -> dict[str, Any]:
@@ -101,7 +105,7 @@ class RecordKind:
         options = request.record or RecordOptions()
         media = node.media.room_media(room)
         layout = request.layout
-        key = "room" if layout is None else f"egress:{task.task_id}"
+        key = ROOM_COMPOSITE if layout is None else f"egress:{task.task_id}"
         if isinstance(request.source, ParticipantSource):
             participant = node.rooms.participant(room, request.source.participant)
             layout = single_participant_layout(layout or node.media.room_layout(room), participant.participant_id)

@@ -52,6 +52,13 @@ def peak_hz(samples: np.ndarray, rate: int) -> float:
     return float(np.fft.rfftfreq(len(samples), 1 / rate)[int(np.argmax(spectrum))])
 
 
+def wait_for_video_packets(sink: RecordingSink, count: int, timeout: float = 30) -> None:
+    """Let a running recording collect `count` video packets (bounded, never a timing assertion)."""
+    deadline = time.monotonic() + timeout
+    while sink.writer.packets["video"] < count and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def probe(path: Path) -> dict:
     assert FFPROBE is not None
     out = subprocess.run([FFPROBE, "-v", "error", "-show_format", "-show_streams", "-of", "json", str(path)],
@@ -251,9 +258,7 @@ def test_composition_recorded_end_to_end(tmp_path: Path) -> None:
     sink = RecordingSink(tmp_path / "room.mp4", output).start()
     composition.start()
     try:
-        deadline = time.monotonic() + 30
-        while sink.writer.packets["video"] < 75 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for_video_packets(sink, 75)
     finally:
         stats = sink.stop()
         composition.detach(output)
@@ -305,9 +310,7 @@ def test_room_with_the_real_mixer_recorded(tmp_path: Path) -> None:
     sink = RecordingSink(tmp_path / "mixed.mp4", output).start()
     composition.start()
     try:
-        deadline = time.monotonic() + 30
-        while sink.writer.packets["video"] < 75 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for_video_packets(sink, 75)
     finally:
         stats = sink.stop()
         composition.stop()
