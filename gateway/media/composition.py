@@ -31,7 +31,7 @@ from gateway.media.clock import VIDEO_TIME_BASE, RoomClock
 from gateway.media.compositor import Compositor
 from gateway.media.encoder import AudioEncoder, Encoding, VideoEncoder, new_output_track
 from gateway.media.layout.model import Canvas
-from gateway.media.track import Track, TrackKind
+from gateway.media.track import PacketSubscription, Track, TrackKind
 
 if TYPE_CHECKING:
     from gateway.media.mixer import MixOutput
@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 _output_ids = itertools.count(1)
+MIN_FORCED_INTERVAL_S = 0.25
 
 
 class _VideoPipeline(threading.Thread):
@@ -54,6 +55,16 @@ class _VideoPipeline(threading.Thread):
         self.frames_dropped = 0
         self.frames_encoded = 0
         self.encode_seconds = 0.0
+        self.keyframes_forced = 0
+        self._keyframe_wanted = False  # set by any thread, consumed by the encoder thread
+        self._last_forced = -1.0
+
+    def request_keyframe(self) -> None:
+        """Make the next encoded frame a keyframe (a new viewer or recording must start at
+        once, not at the next GOP). Requests before that frame coalesce into one; forced
+        keyframes are at most one per ``MIN_FORCED_INTERVAL_S`` so a flood of requests
+        cannot turn the stream into all-intra."""
+        self._keyframe_wanted = True
 
     def offer(self, frame: av.VideoFrame | None) -> None:
         """Queue a frame; when the encoder is behind, the oldest queued frame is dropped."""
@@ -90,7 +101,12 @@ class _VideoPipeline(threading.Thread):
                 return
             try:
                 started = time.perf_counter()
-                packets = self.encoder.encode(frame)
+                force = self._keyframe_wanted and started - self._last_forced >= MIN_FORCED_INTERVAL_S
+                if force:
+                    self._keyframe_wanted = False
+                    self._last_forced = started
+                    self.keyframes_forced += 1
+                packets = self.encoder.encode(frame, keyframe=True) if force else self.encoder.encode(frame)
                 frame = None  # back to the compositor's frame pool while we wait for the next
                 self.encode_seconds += time.perf_counter() - started
                 self.frames_encoded += 1
@@ -140,6 +156,19 @@ class EncodedOutput:
     audio_track: Track | None
     output_id: int = field(default_factory=lambda: next(_output_ids))
     detached: bool = False
+    _video: _VideoPipeline | None = field(default=None, repr=False)
+
+    def request_keyframe(self) -> None:
+        """Ask the shared video encoder for a keyframe now (coalesced with other requests)."""
+        if self._video is not None and not self.detached:
+            self._video.request_keyframe()
+
+    def subscribe_video(self, maxsize: int = 512) -> PacketSubscription:
+        """The video packets from the next keyframe on, which is requested at once: an output
+        that joins a running encoder starts without waiting for the GOP to come round."""
+        sub = self.video_track.subscribe_packets(maxsize, from_keyframe=True)
+        self.request_keyframe()
+        return sub
 
 
 class Composition:
@@ -204,6 +233,8 @@ class Composition:
             if video is None:
                 video = _VideoPipeline(encoding, self.clock, self.encoder_threads)
                 video.start()
+            else:
+                video.request_keyframe()  # the newcomer must not wait for the next GOP
             self._video[key] = (video, users + 1)
             audio_track = None
             if self.audio is not None:
@@ -213,7 +244,7 @@ class Composition:
                 self._audio[encoding.audio_key()] = (audio, audio_users + 1)
                 audio_track = audio.track
             self._refresh()
-        return EncodedOutput(encoding, video.track, audio_track)
+        return EncodedOutput(encoding, video.track, audio_track, _video=video)
 
     def detach(self, output: EncodedOutput) -> None:
         """Release an output; the encoders stop (ending their tracks) when the last user leaves."""
@@ -245,6 +276,7 @@ class Composition:
         elapsed = self.clock.now() - self.started_at if self.started_at is not None else 0.0
         encoders = [{"encoding": p.encoder.encoding.model_dump(), "frames_encoded": p.frames_encoded,
                      "frames_dropped": p.frames_dropped, "encode_seconds": p.encode_seconds,
+                     "keyframes_forced": p.keyframes_forced,
                      "bytes": p.encoder.bytes_out} for p in self._video_now]
         return {"frames_rendered": self.frames_rendered, "frames_skipped": self.frames_skipped,
                 "frames_expected": int(elapsed * self.canvas.fps), "render_seconds": self.render_seconds,

@@ -12,6 +12,7 @@ from typing import Literal
 
 import av
 import numpy as np
+from av.video.frame import PictureType
 from av.video.reformatter import VideoReformatter
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -117,8 +118,9 @@ class VideoEncoder:
         return CodecInfo(name="h264", time_base=VIDEO_TIME_BASE, width=ctx.width, height=ctx.height,
                          extradata=ctx.extradata, bit_rate=ctx.bit_rate)
 
-    def encode(self, frame: av.VideoFrame) -> list[av.Packet]:
-        """Encode one frame, scaled first (swscale, once) when its size differs.
+    def encode(self, frame: av.VideoFrame, keyframe: bool = False) -> list[av.Packet]:
+        """Encode one frame, scaled first (swscale, once) when its size differs; ``keyframe``
+        forces an IDR picture (x264 starts a new GOP there).
 
         A frame stamped in 1/90000 (as compositions stamp them) is not modified, so one
         composed frame can feed several encoders; one without a timestamp gets one here.
@@ -142,7 +144,14 @@ class VideoEncoder:
             # PyAV would rebase the frame's timestamps in place anyway
             frame.pts = pts
             frame.time_base = VIDEO_TIME_BASE
-        return self._count(self._ctx.encode(frame))
+        if not keyframe:
+            return self._count(self._ctx.encode(frame))
+        # the frame may be shared with other encoders: mark it for this call only
+        frame.pict_type = PictureType.I
+        try:
+            return self._count(self._ctx.encode(frame))
+        finally:
+            frame.pict_type = PictureType.NONE
 
     def flush(self) -> list[av.Packet]:
         return self._count(self._ctx.encode(None))

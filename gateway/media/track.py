@@ -101,11 +101,12 @@ class PacketSubscription:
     """A bounded packet queue. When full it drops, and for video waits for the next keyframe
     so the consumer never sees a broken GOP."""
 
-    def __init__(self, kind: TrackKind, maxsize: int = 512) -> None:
+    def __init__(self, kind: TrackKind, maxsize: int = 512, *, from_keyframe: bool = False) -> None:
         self.kind = kind
         self.queue: queue.Queue[av.Packet | None] = queue.Queue(maxsize)
         self.dropped = 0
-        self._waiting_keyframe = False
+        # a late joiner of a video track starts at a keyframe (a decoder cannot use the rest)
+        self._waiting_keyframe = from_keyframe and kind is TrackKind.VIDEO
 
     def offer(self, packet: av.Packet) -> None:
         if self._waiting_keyframe:
@@ -258,8 +259,8 @@ class Track:
             self._audio_subs = (*self._audio_subs, sub)
         return sub
 
-    def subscribe_packets(self, maxsize: int = 512) -> PacketSubscription:
-        sub = PacketSubscription(self.kind, maxsize)
+    def subscribe_packets(self, maxsize: int = 512, *, from_keyframe: bool = False) -> PacketSubscription:
+        sub = PacketSubscription(self.kind, maxsize, from_keyframe=from_keyframe)
         with self._lock:
             self._packet_subs = (*self._packet_subs, sub)
         return sub
