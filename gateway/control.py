@@ -92,10 +92,12 @@ def parse(message: str) -> tuple[str, dict[str, Any]]:
     if not message:
         raise BadRequest("empty command", field="cmd")
     if message.startswith("{"):
+        from gateway.api.jsonbody import loads  # strict: bounded depth, finite numbers
+
         try:
-            data = json.loads(message)
-        except json.JSONDecodeError as exc:
-            raise BadRequest(f"malformed JSON: {exc.msg} at position {exc.pos}", field="cmd") from exc
+            data = loads(message)
+        except BadRequest as exc:
+            raise BadRequest(exc.message, field="cmd") from exc
         if not isinstance(data, dict):
             raise BadRequest("a JSON command must be an object", field="cmd")
         args = {str(k).strip().lower(): v for k, v in data.items()}
@@ -108,6 +110,8 @@ def parse(message: str) -> tuple[str, dict[str, Any]]:
     if head.lower() in _RAW_TEXT:  # the argument is JSON: shlex would strip its quotes
         return head.lower(), _text_parsers[head.lower()]([rest])
     tokens = _tokens(text)
+    if not tokens:  # "@", "@@@@": a prefix and no command
+        raise BadRequest("empty command", field="cmd")
     name = tokens[0].lower()
     command = _text_parsers.get(name)
     if command is None:

@@ -41,8 +41,8 @@ class StorageOptions(Strict):
 class RecordOptions(Strict):
     formats: list[Literal["mp4", "hls", "m4a", "ogg", "wav", "mp3"]] = Field(default_factory=lambda: ["mp4"],
                                                                              min_length=1)
-    split_seconds: int = Field(0, ge=0, description="start a new file every N seconds; 0 = never")
-    split_bytes: int = Field(0, ge=0, description="start a new file past N bytes; 0 = never")
+    split_seconds: int = Field(0, ge=0, le=2**31, description="start a new file every N seconds; 0 = never")
+    split_bytes: int = Field(0, ge=0, le=2**62, description="start a new file past N bytes; 0 = never")
     audio_only: bool = False
     video_only: bool = False
     file_prefix: str = Field("", max_length=128, pattern=r"^[A-Za-z0-9_\-./]*$")

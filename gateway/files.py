@@ -14,7 +14,7 @@ from typing import Any
 
 import structlog
 
-from gateway.errors import NotFound, PayloadTooLarge, UnsupportedMediaType
+from gateway.errors import BadRequest, NotFound, PayloadTooLarge, UnsupportedMediaType
 
 log = structlog.get_logger(__name__)
 
@@ -26,6 +26,9 @@ CONTENT_TYPES = {
     "webm": "video/webm", "ttf": "font/ttf", "otf": "font/otf",
 }
 IMAGE_TYPES = {"png", "jpg", "jpeg", "gif", "webp", "bmp"}
+# The largest image accepted (width x height), checked from the header before any decoding: an
+# image is only ever a background or a watermark of a canvas of at most 4096x4096.
+MAX_IMAGE_PIXELS = 8192 * 4096
 
 
 def sniff(head: bytes) -> set[str]:
@@ -64,11 +67,7 @@ def sniff(head: bytes) -> set[str]:
 def probe_media(path: Path, ext: str) -> dict[str, Any]:
     """Width, height, duration and stream presence, the shape 3tee's media/play returns."""
     if ext in IMAGE_TYPES:
-        from PIL import Image
-
-        with Image.open(path) as image:
-            return {"width": image.width, "height": image.height, "has_video": False, "has_audio": False,
-                    "duration_ms": 0, "format": (image.format or ext).lower()}
+        return probe_image(path, ext)
     if ext in ("ttf", "otf"):
         return {}
     import av
@@ -87,6 +86,35 @@ def probe_media(path: Path, ext: str) -> dict[str, Any]:
     except av.FFmpegError as exc:
         raise UnsupportedMediaType(f"not a readable {ext} file: {exc}", code="unreadable_media",
                                    field="file") from exc
+
+
+def _too_large(size: str) -> BadRequest:
+    return BadRequest(f"image is {size}: at most {MAX_IMAGE_PIXELS // 1_000_000} megapixels are accepted",
+                      code="image_too_large", field="file")
+
+
+def probe_image(path: Path, ext: str) -> dict[str, Any]:
+    """Size and format of an image after decoding it whole (so a truncated or bogus file is refused
+    here, not when a compositor first draws it); the pixel count is checked before decoding."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            if width * height > MAX_IMAGE_PIXELS:
+                raise _too_large(f"{width}x{height}")
+            image.load()
+            n_frames = getattr(image, "n_frames", 1)
+            return {"width": width, "height": height, "has_video": False, "has_audio": False,
+                    "duration_ms": 0, "format": (image.format or ext).lower(),
+                    **({"frames": n_frames} if n_frames > 1 else {})}
+    except BadRequest:
+        raise
+    except Image.DecompressionBombError as exc:  # Pillow's own, far larger limit, hit at open
+        raise _too_large("too many pixels") from exc
+    except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as exc:
+        raise BadRequest(f"not a readable {ext} image: {str(exc)[:200] or type(exc).__name__}",
+                         code="unreadable_media", field="file") from exc
 
 
 class FileService:
@@ -135,15 +163,19 @@ class FileService:
                 raise UnsupportedMediaType(f"content does not look like a .{ext} file", code="type_mismatch",
                                            field="file")
             media_info = await asyncio.to_thread(probe_media, temp, ext)
+            row = {"file_id": file_id, "name": Path(filename).name[:512], "ext": ext,
+                   "content_type": CONTENT_TYPES.get(ext, "application/octet-stream"), "size": size,
+                   "sha256": digest.hexdigest(), "storage_key": final.name, "media_info": media_info,
+                   "owner": owner, "created_at": time.time()}
             os.replace(temp, final)
+            try:  # the row and the file exist together or not at all
+                await self.store.add_file(row)
+            except BaseException:
+                final.unlink(missing_ok=True)
+                raise
         finally:
             if temp.exists():
                 temp.unlink()
-        row = {"file_id": file_id, "name": Path(filename).name[:512], "ext": ext,
-               "content_type": CONTENT_TYPES.get(ext, "application/octet-stream"), "size": size,
-               "sha256": digest.hexdigest(), "storage_key": final.name, "media_info": media_info,
-               "owner": owner, "created_at": time.time()}
-        await self.store.add_file(row)
         log.info("file stored", file_id=file_id, size=size, ext=ext)
         return self.describe(row)
 

@@ -9,6 +9,7 @@ import structlog
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from gateway import events as ev
+from gateway.api.schemas import IDENTITY_PATTERN
 from gateway.media.layout.model import parse_color
 from gateway.tasks import Task, TaskService
 
@@ -51,11 +52,11 @@ class TestPattern(Strict):
 
 class IngressRequest(Strict):
     kind: str = Field(description="whip, rtmp, url, test, or a plugin's kind")
-    identity: str = Field(min_length=1, max_length=128, pattern=r"^[^\s\[\]@]+$")
+    identity: str = Field(min_length=1, max_length=128, pattern=IDENTITY_PATTERN)
     name: str | None = Field(None, max_length=128)
     url: str | None = Field(None, max_length=2048)
-    replay_times: int = Field(0, ge=-1, description="0 once, -1 forever, n more times")
-    start_s: float = Field(0, ge=0)
+    replay_times: int = Field(0, ge=-1, le=1_000_000, description="0 once, -1 forever, n more times")
+    start_s: float = Field(0, ge=0, le=1e9)
     audio_only: bool = False
     video: bool = True
     audio: bool = True

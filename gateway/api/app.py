@@ -10,6 +10,7 @@ from aiohttp import web
 from gateway import __version__
 from gateway.api import NODE, OPENAPI, auth, egress, files, ingress, ops, rooms, ws
 from gateway.api.middleware import errors_middleware, make_auth_middleware
+from gateway.api.openapi import apply_node_enums
 from gateway.api.routing import ApiRouter
 
 if TYPE_CHECKING:
@@ -32,7 +33,18 @@ def build_app(node: Node) -> web.Application:
     app[NODE] = node
     router = core_router()
     router.install(app)
-    app[OPENAPI] = router.openapi(title="mediagate", version=__version__, description=DESCRIPTION)
+    app[OPENAPI] = apply_node_enums(router.openapi(title="mediagate", version=__version__, description=DESCRIPTION),
+                                    node)
     node.pm.hook.mediagate_http_routes(app=app, node=node)
-    swagger_ui.api_doc(app, config_rel_url="/openapi.json", url_prefix="/docs", title="mediagate API")
+    install_docs(app)
     return app
+
+
+def install_docs(app: web.Application) -> None:
+    """Swagger UI at /docs over the served /openapi.json. swagger-ui-py puts its url_prefix in
+    front of a relative config URL (``/docs/openapi.json``, a 404), so point the page's ``url``
+    parameter at the document's real path after it has built its defaults."""
+    doc = swagger_ui.core.ApplicationDocument(app, config_rel_url="/openapi.json", url_prefix="/docs",
+                                              title="mediagate API")
+    doc.parameters["url"] = '"/openapi.json"'
+    doc.match_handler()(doc)

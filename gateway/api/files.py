@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from aiohttp import BodyPartReader, web
+from aiohttp import BodyPartReader, MultipartReader, web
 
 from gateway.api import NODE
 from gateway.api.middleware import principal, require_operator
@@ -24,9 +24,44 @@ def _node(request: web.Request) -> Node:
     return request.app[NODE]
 
 
+def _malformed(exc: Exception) -> BadRequest:
+    return BadRequest(f"malformed multipart body: {str(exc)[:200] or type(exc).__name__}", code="malformed_multipart",
+                      field="file")
+
+
 async def _chunks(part: BodyPartReader) -> AsyncIterator[bytes]:
-    while chunk := await part.read_chunk(256 * 1024):
+    while True:
+        try:
+            chunk = await part.read_chunk(256 * 1024)
+        except (ValueError, AssertionError, RuntimeError, UnicodeError) as exc:  # aiohttp's parse errors
+            raise _malformed(exc) from exc
+        if not chunk:
+            return
         yield chunk
+
+
+def _filename(part: BodyPartReader) -> str:
+    """The part's filename as UTF-8 text without control characters (it is stored and echoed)."""
+    try:
+        name = part.filename
+    except (ValueError, UnicodeError) as exc:
+        raise BadRequest("the 'file' field's filename cannot be read", code="bad_filename", field="file") from exc
+    if not name:
+        raise BadRequest("the 'file' field has no filename", code="missing_filename", field="file")
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise BadRequest("the filename is not valid UTF-8", code="bad_filename", field="file") from exc
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
+        raise BadRequest("the filename holds control characters", code="bad_filename", field="file")
+    return name
+
+
+async def _next_part(reader: MultipartReader) -> object:
+    try:
+        return await reader.next()
+    except (ValueError, AssertionError, RuntimeError, UnicodeError, KeyError) as exc:
+        raise _malformed(exc) from exc
 
 
 async def upload_file(request: web.Request) -> web.Response:
@@ -40,19 +75,26 @@ async def upload_file(request: web.Request) -> web.Response:
     if not request.content_type.startswith("multipart/"):
         raise UnsupportedMediaType("send multipart/form-data with the file in field 'file'",
                                    code="not_multipart", field="file")
-    reader = await request.multipart()
+    try:
+        reader = await request.multipart()
+    except (ValueError, AssertionError, KeyError) as exc:  # no boundary, or an unparsable content type
+        raise _malformed(exc) from exc
     while True:
-        part = await reader.next()
+        part = await _next_part(reader)
         if part is None:
             raise BadRequest("no 'file' field in the form", code="missing_file", field="file")
         if isinstance(part, BodyPartReader) and part.name == "file":
-            if not part.filename:
-                raise BadRequest("the 'file' field has no filename", code="missing_filename", field="file")
-            info = await node.files.save_stream(part.filename, _chunks(part), owner=principal(request).subject)
+            filename = _filename(part)
+            info = await node.files.save_stream(filename, _chunks(part), owner=principal(request).subject)
             node.events.emit("upload.done", None, file_id=info["file_id"], name=info["name"], size=info["size"])
             return web.json_response(info, status=201)
         if isinstance(part, BodyPartReader):
-            await part.release()  # another form field: skip it
+            try:
+                await part.release()  # another form field: skip it
+            except (ValueError, AssertionError, RuntimeError) as exc:
+                raise _malformed(exc) from exc
+        elif part is not None:  # a nested multipart: not a form field
+            raise BadRequest("nested multipart parts are not accepted", code="malformed_multipart", field="file")
 
 
 async def list_files(request: web.Request) -> dict[str, Any]:

@@ -6,7 +6,6 @@ generate the served OpenAPI document, so the docs cannot drift from the behaviou
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 from pydantic.json_schema import models_json_schema
 
+from gateway.api import jsonbody
 from gateway.errors import BadRequest, ValidationFailed
 
 Handler = Callable[..., Awaitable[Any]]
@@ -33,6 +33,7 @@ class Route:
     status: int = 200
     auth: bool = True
     errors: tuple[int, ...] = ()
+    body_required: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -66,29 +67,28 @@ def validation_error(exc: ValidationError) -> ValidationFailed:
                                                 for e in exc.errors()[:20]]})
 
 
-async def read_json(request: web.Request) -> Any:
+async def read_json(request: web.Request, *, required: bool = True) -> Any:
+    """The JSON body; an empty one is a 400 where the operation requires a body (so an empty
+    ``PUT /layout`` cannot silently reset anything) and ``{}`` where it is optional."""
     raw = await request.read()
     if not raw.strip():
+        if required:
+            raise BadRequest("this operation needs a JSON object body", code="missing_body")
         return {}
-    try:
-        return json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        position = getattr(exc, "pos", None)
-        raise BadRequest(f"malformed JSON body{f' at position {position}' if position is not None else ''}",
-                         code="malformed_json") from exc
+    return jsonbody.loads(raw)
 
 
 def parse_body(model: type[BaseModel], data: Any) -> BaseModel:
+    """Validate strictly, as the served schema reads: ``0`` is not a boolean, ``"5"`` not an integer."""
     if not isinstance(data, dict):
         raise BadRequest("the body must be a JSON object", code="malformed_json")
     try:
-        return model.model_validate(data)
+        return model.model_validate(data, strict=True)
     except ValidationError as exc:
         raise validation_error(exc) from exc
 
 
-def dumps(data: Any) -> str:
-    return json.dumps(data, ensure_ascii=False, default=str)
+dumps = jsonbody.dumps
 
 
 class ApiRouter:
@@ -97,9 +97,9 @@ class ApiRouter:
 
     def add(self, method: str, path: str, handler: Handler, *, summary: str = "", tags: tuple[str, ...] = (),
             body: type[BaseModel] | None = None, response: type[BaseModel] | None = None, status: int = 200,
-            auth: bool = True, errors: tuple[int, ...] = (), **extra: Any) -> None:
+            auth: bool = True, errors: tuple[int, ...] = (), body_required: bool = True, **extra: Any) -> None:
         self.routes.append(Route(method.upper(), path, handler, summary or (handler.__doc__ or "").strip(),
-                                 tags, body, response, status, auth, errors, extra))
+                                 tags, body, response, status, auth, errors, body_required, extra))
 
     def install(self, app: web.Application) -> None:
         for route in self.routes:
@@ -109,7 +109,8 @@ class ApiRouter:
     def _wrap(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         async def handle(request: web.Request) -> web.StreamResponse:
             if route.body is not None:
-                result = await route.handler(request, parse_body(route.body, await read_json(request)))
+                data = await read_json(request, required=route.body_required)
+                result = await route.handler(request, parse_body(route.body, data))
             else:
                 result = await route.handler(request)
             if isinstance(result, web.StreamResponse):
@@ -141,7 +142,7 @@ class ApiRouter:
             if params:
                 op["parameters"] = params
             if route.body is not None:
-                op["requestBody"] = {"required": True, "content": {
+                op["requestBody"] = {"required": route.body_required, "content": {
                     "application/json": {"schema": refs[(route.body, "validation")]}}}
             if "request_content" in route.extra:
                 op["requestBody"] = {"required": True, "content": route.extra["request_content"]}

@@ -9,6 +9,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.security import DEFAULT_JOIN_PERMISSIONS
 
+# Identities appear in text commands ("[username:alice]"): no whitespace, control characters,
+# brackets or @. Spelled out rather than \s, which ECMA-262, Rust and Python read differently.
+IDENTITY_PATTERN = (r"^[^\u0000-\u0020\u007F-\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000\uFEFF"
+                    r"\[\]@]+$")
+TTL_MAX_S = 2**31 - 1  # a bound for the clock arithmetic; auth.max_token_ttl_s caps it further
+
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -27,7 +33,8 @@ class ErrorBody(BaseModel):
 class TokenRequest(Strict):
     access_key: str = Field(min_length=1, max_length=128)
     secret_key: str = Field(min_length=1, max_length=256)
-    ttl_s: int | None = Field(None, gt=0, description="lifetime; default auth.token_ttl_s, capped by max_token_ttl_s")
+    ttl_s: int | None = Field(None, gt=0, le=TTL_MAX_S,
+                              description="lifetime; default auth.token_ttl_s, capped by max_token_ttl_s")
 
 
 class TokenResponse(BaseModel):
@@ -36,16 +43,16 @@ class TokenResponse(BaseModel):
 
 
 class JoinTokenRequest(Strict):
-    identity: str = Field(min_length=1, max_length=128, pattern=r"^[^\s\[\]@]+$")
+    identity: str = Field(min_length=1, max_length=128, pattern=IDENTITY_PATTERN)
     name: str | None = Field(None, max_length=128)
     permissions: int = Field(DEFAULT_JOIN_PERMISSIONS, ge=0, le=255, description=(
         "bitmask: 1 create room, 2 enter, 4 send audio, 8 receive audio, 16 send video, 32 receive video, "
         "64 send screen, 128 receive screen"))
-    ttl_s: int | None = Field(None, gt=0)
+    ttl_s: int | None = Field(None, gt=0, le=TTL_MAX_S)
 
 
 class SelfJoinRequest(Strict):
-    identity: str = Field(min_length=1, max_length=128, pattern=r"^[^\s\[\]@]+$")
+    identity: str = Field(min_length=1, max_length=128, pattern=IDENTITY_PATTERN)
     name: str | None = Field(None, max_length=128)
     password: str = Field(min_length=1, max_length=128)
 

@@ -20,7 +20,7 @@ import structlog
 from aiohttp import WSMsgType, web
 
 from gateway import events as ev
-from gateway.api import NODE
+from gateway.api import NODE, jsonbody
 from gateway.api.middleware import require_room_access
 from gateway.control import CommandContext
 from gateway.errors import Forbidden, MediagateError, TooManyRequests
@@ -133,8 +133,8 @@ async def _handle_command(node: Node, ws: web.WebSocketResponse, room_id: str, w
     request_id = None
     if data.lstrip().startswith("{"):
         try:
-            request_id = json.loads(data).get("id")
-        except (json.JSONDecodeError, AttributeError):
+            request_id = jsonbody.loads(data).get("id")
+        except (MediagateError, AttributeError):
             request_id = None
     try:
         if not session.take():

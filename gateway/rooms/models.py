@@ -8,7 +8,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.media.layout.model import Canvas, Layout
 
-ROOM_ID_PATTERN = r"^[A-Za-z0-9_\-]{1,64}$"
+ROOM_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+MAX_PARTICIPANTS = 100_000  # integers are bounded to what the store and the clock hold
+MAX_TIMEOUT_S = 366 * 86400
 
 
 class Strict(BaseModel):
@@ -19,14 +21,16 @@ class RoomCreate(Strict):
     room_id: str | None = Field(None, pattern=ROOM_ID_PATTERN,
                                 description="Custom id ([A-Za-z0-9_-], ≤64); generated when omitted")
     topic: str = Field("", max_length=256)
-    max_participants: int = Field(0, ge=0, description="0 uses the node default (unlimited by default)")
+    max_participants: int = Field(0, ge=0, le=MAX_PARTICIPANTS,
+                                  description="0 uses the node default (unlimited by default)")
     password: str | None = Field(None, min_length=1, max_length=128,
                                  description="Participants must present it to join (join-token request)")
     owner_id: str | None = Field(None, max_length=128, description="identity of the owner (3tee user_id)")
     host_id: str | None = Field(None, max_length=128, description="identity of the host")
     locked: bool = False
     close_when_owner_leaves: bool = False
-    empty_timeout_s: int | None = Field(None, ge=0, description="Close after this long empty; null = node default")
+    empty_timeout_s: int | None = Field(None, ge=0, le=MAX_TIMEOUT_S,
+                                        description="Close after this long empty; null = node default")
     auto_composite: bool = False
     auto_record: bool = False
     voice_activated: bool = False
@@ -37,13 +41,13 @@ class RoomCreate(Strict):
 
 class RoomUpdate(Strict):
     topic: str | None = Field(None, max_length=256)
-    max_participants: int | None = Field(None, ge=0)
+    max_participants: int | None = Field(None, ge=0, le=MAX_PARTICIPANTS)
     password: str | None = Field(None, max_length=128, description="empty string removes the password")
     owner_id: str | None = Field(None, max_length=128)
     host_id: str | None = Field(None, max_length=128)
     locked: bool | None = None
     close_when_owner_leaves: bool | None = None
-    empty_timeout_s: int | None = Field(None, ge=0)
+    empty_timeout_s: int | None = Field(None, ge=0, le=MAX_TIMEOUT_S)
     auto_composite: bool | None = None
     auto_record: bool | None = None
     voice_activated: bool | None = None

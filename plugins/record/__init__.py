@@ -85,6 +85,7 @@ class RecordRunner:
 
 class RecordKind:
     name = "record"
+    formats = tuple(sorted(SUPPORTED_FORMATS))  # shown as the record.formats enum of the served schema
 
     def validate(self, request: EgressRequest, node: Node) -> None:
         options = request.record or RecordOptions()

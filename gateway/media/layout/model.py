@@ -5,11 +5,24 @@ audio selection. These pydantic models validate ``PUT /v1/rooms/{id}/layout`` an
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 _HEX = re.compile(r"^[0-9A-Fa-f]{6}$")
+# The same rule as a JSON-schema pattern (ECMA-262 reads it as Python and pydantic do)
+COLOR_PATTERN = r"^#?[0-9A-Fa-f]{6}$"
+COLOR_DOC = "RRGGBB (six hex digits, an optional leading #)"
+FILE_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+
+
+def color_field(default: str | None, description: str = COLOR_DOC) -> Any:
+    """A colour typed in the served schema exactly as :func:`parse_color` reads it."""
+    return Field(default, pattern=COLOR_PATTERN, description=description)
+
+
+def file_id_field(default: Any = ..., description: str = "file_id of an uploaded image") -> Any:
+    return Field(default, pattern=FILE_ID_PATTERN, description=description)
 
 
 def parse_color(value: str) -> tuple[int, int, int]:
@@ -32,16 +45,16 @@ def _check_color(value: str | None) -> str | None:
 
 
 class Background(Model):
-    color: str = Field("000000", description="RRGGBB")
-    image: str | None = Field(None, description="file_id of an uploaded image, drawn over the colour")
+    color: str = color_field("000000")
+    image: str | None = file_id_field(None, "file_id of an uploaded image, drawn over the colour")
     scale: Literal["fill", "fit", "stretch"] = "fill"
 
     _color = field_validator("color")(_check_color)
 
 
 class Canvas(Model):
-    width: int = Field(1280, ge=16, le=4096)
-    height: int = Field(720, ge=16, le=4096)
+    width: int = Field(1280, ge=16, le=4096, description="pixels; an odd value is rounded down to even (yuv420p)")
+    height: int = Field(720, ge=16, le=4096, description="pixels; an odd value is rounded down to even (yuv420p)")
     fps: int = Field(30, ge=1, le=60)
     background: Background = Field(default_factory=Background)
 
@@ -59,10 +72,10 @@ class SourceRef(Model):
 
 
 class Crop(Model):
-    x: int = Field(0, ge=0)
-    y: int = Field(0, ge=0)
-    w: int = Field(0, ge=0, description="0 means to the source's right edge")
-    h: int = Field(0, ge=0, description="0 means to the source's bottom edge")
+    x: int = Field(0, ge=0, le=16384)
+    y: int = Field(0, ge=0, le=16384)
+    w: int = Field(0, ge=0, le=16384, description="0 means to the source's right edge")
+    h: int = Field(0, ge=0, le=16384, description="0 means to the source's bottom edge")
 
 
 class Region(Model):
@@ -77,8 +90,8 @@ class Region(Model):
     crop: Crop | None = None
     alpha: float = Field(1.0, ge=0, le=1)
     placeholder: Literal["black", "last", "image", "name", "none"] = "last"
-    placeholder_image: str | None = Field(None, description="file_id shown when placeholder=image")
-    background: str | None = Field(None, description="RRGGBB behind this window (letterbox bars)")
+    placeholder_image: str | None = file_id_field(None, "file_id shown when placeholder=image")
+    background: str | None = color_field(None, f"{COLOR_DOC} behind this window (letterbox bars)")
 
     _bg = field_validator("background")(_check_color)
 
@@ -98,7 +111,7 @@ class Region(Model):
 
 
 class ImageWatermark(Model):
-    file_id: str
+    file_id: str = file_id_field()
     x: float = Field(0, ge=0)
     y: float = Field(0, ge=0)
     w: float = Field(gt=0)
@@ -114,8 +127,8 @@ class TextWatermark(Model):
     y: float = Field(0, ge=0)
     units: Literal["px", "fraction"] = "px"
     size: int = Field(24, gt=0, le=200)
-    color: str = "FFFFFF"
-    background: str | None = Field(None, description="RRGGBB box behind the text; null is none")
+    color: str = color_field("FFFFFF")
+    background: str | None = color_field(None, f"{COLOR_DOC} box behind the text; null is none")
     alpha: float = Field(1.0, ge=0, le=1)
     font: str | None = Field(None, description="font file path or family; null uses the configured CJK font")
 
@@ -128,8 +141,8 @@ class TimestampWatermark(Model):
     y: float = Field(0, ge=0)
     units: Literal["px", "fraction"] = "px"
     size: int = Field(24, gt=0, le=200)
-    color: str = "FFFFFF"
-    background: str | None = None
+    color: str = color_field("FFFFFF")
+    background: str | None = color_field(None, f"{COLOR_DOC} box behind the text; null is none")
     alpha: float = Field(1.0, ge=0, le=1)
     utc: bool = Field(False, description="Render UTC instead of the node's local time")
     font: str | None = None
@@ -149,15 +162,25 @@ class AudioSelection(Model):
 
 
 class Layout(Model):
+    # what the validator below enforces, said in the schema: regions go with template 'custom' only
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"anyOf": [
+        {"properties": {"template": {"const": "custom"}, "regions": {"minItems": 1}},
+         "required": ["template", "regions"]},
+        {"properties": {"template": {"not": {"const": "custom"}}, "regions": {"maxItems": 0}}},
+    ]})
+
     canvas: Canvas = Field(default_factory=Canvas)
-    template: str = Field("grid", description="grid, floating, screen_share, horizontal, vertical, "
-                          "tiled, corner, five_up, speaker, voice_activated, big_small_x2..x10, "
-                          "big_small_top, big_small_bottom, custom, or a plugin's template")
+    template: str = Field("grid", min_length=1, max_length=64, description="grid, floating, screen_share, "
+                          "horizontal, vertical, tiled, corner, five_up, speaker, voice_activated, big_small_x2..x10, "
+                          "big_small_top, big_small_bottom, custom, or a plugin's template (the served schema "
+                          "lists the templates this node has)")
     main: str | None = Field(None, description="participant shown big by templates that have a main window")
-    screen_template: str | None = Field(None, description="template used instead while someone shares a "
-                                        "screen (Juphoon smart mode scsMode)")
+    screen_template: str | None = Field(None, min_length=1, max_length=64, description=(
+        "template used instead while someone shares a screen (Juphoon smart mode scsMode)"))
     max_videos: int = Field(25, ge=1, le=64)
-    regions: list[Region] = Field(default_factory=list, max_length=64)
+    regions: list[Region] = Field(default_factory=list, max_length=64, description=(
+        "the windows of template 'custom' (at least one); any other template places the windows itself, "
+        "so regions with another template are refused (400)"))
     watermarks: Watermarks = Field(default_factory=Watermarks)
     audio: AudioSelection = Field(default_factory=AudioSelection)
 
@@ -174,6 +197,9 @@ class Layout(Model):
             check_inside("watermarks.timestamp", ts.x, ts.y, 0, 0, ts.units, self.canvas)
         if self.template == "custom" and not self.regions:
             raise ValueError("template 'custom' needs at least one region")
+        if self.template != "custom" and self.regions:
+            raise RegionsNeedCustom("regions", f"regions are used only with template 'custom', not "
+                                               f"{self.template!r}: set template to 'custom' or drop the regions")
         return self
 
 
@@ -181,6 +207,10 @@ class OutsideCanvas(ValueError):
     def __init__(self, where: str, message: str) -> None:
         super().__init__(f"{where}: {message}")
         self.where = where
+
+
+class RegionsNeedCustom(OutsideCanvas):
+    """Regions given with a template that ignores them."""
 
 
 def check_inside(where: str, x: float, y: float, w: float, h: float, units: str, canvas: Canvas) -> None:
