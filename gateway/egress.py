@@ -105,6 +105,7 @@ class EgressService(TaskService):
     kinds_hook = "mediagate_egress_kinds"
     running_status = "active"
     ending_status = "ending"
+    restart_status = "aborted"
 
     def __init__(self, node: Node) -> None:
         super().__init__(node, {"started": ev.EGRESS_STARTED, "status": ev.EGRESS_STATUS, "ended": ev.EGRESS_ENDED})

@@ -101,6 +101,8 @@ class Node:
         self.app = build_app(self)
         self.loop_lag.start()
         await _maybe_await(self.pm.hook.mediagate_startup(node=self))
+        await self.egress.restore()  # after startup, so observers see the node_restart events
+        await self.ingress.restore()
         self.ready = True
         self.started_at = time.time()
         log.info("node started", node_id=self.node_id, plugins=self.pm.plugin_names(), store=_safe_url(self.store.url))

@@ -40,6 +40,16 @@ class Task:
     def active(self) -> bool:
         return self.ended_at is None
 
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Task:
+        """A task as the store kept it (no runner: a record of a past process)."""
+        result = dict(row.get("result") or {})
+        history = list(result.pop("history", None) or [])
+        error = result.pop("error", None)
+        return cls(row["task_id"], row["kind"], row["room_id"], dict(row.get("spec") or {}), status=row["status"],
+                   history=history, error=error, result=result, created_at=row["created_at"],
+                   ended_at=row.get("ended_at"))
+
     def describe(self) -> dict[str, Any]:
         return {f"{self.kind}_id": self.task_id, "room_id": self.room_id, "kind": self.spec.get("kind"),
                 "status": self.status, "created_at": self.created_at, "ended_at": self.ended_at,
@@ -117,12 +127,31 @@ class TaskService:
     kinds_hook = ""  # the hook that contributes kinds, e.g. "mediagate_egress_kinds"
     running_status = "active"
     ending_status: str | None = None  # a status shown while the runner stops, if any
+    restart_status = "failed"  # what a task left running by a dead process becomes
+    restore_limit = 10_000  # newest stored tasks brought back on start
 
     def __init__(self, node: Node, events: dict[str, str]) -> None:
         self.node = node
         self.kinds: dict[str, Any] = {}
         self.book = TaskBook(node, self.noun, events)
         node.rooms.on_close(self._room_closed)
+
+    async def restore(self) -> None:
+        """On start: bring this node's stored tasks back as read-only records, so they and their
+        files are still answered; a task the store still shows running was cut off by a crash
+        (SIGKILL, power loss), so it ends now with reason ``node_restart`` and an event."""
+        rows = await self.node.store.list_tasks(kind=self.noun)
+        for row in rows[-self.restore_limit:]:
+            if row.get("node_id") not in (None, self.node.node_id) or row["task_id"] in self.book.tasks:
+                continue  # another node's task (shared store) answers there
+            task = Task.from_row(row)
+            self.book.tasks[task.task_id] = task
+            if task.active:
+                log.warning(f"{self.noun} was running when the node stopped abruptly; marking it ended",
+                            task_id=task.task_id, status=task.status)
+                await self.book.set_status(task, self.restart_status, ended=True, reason="node_restart", error={
+                    "code": "node_restart", "message": f"the node stopped while this {self.noun} ran "
+                                                       f"(last status {task.status!r})"})
 
     def collect_kinds(self) -> None:
         for provided in getattr(self.node.pm.hook, self.kinds_hook)(node=self.node):
