@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from aiohttp import BodyPartReader, MultipartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from gateway.api import NODE
 from gateway.api.middleware import principal, require_operator
@@ -18,6 +19,8 @@ if TYPE_CHECKING:
     from gateway.node import Node
 
 MULTIPART_SLACK = 64 * 1024  # boundaries and headers around the file itself
+# what aiohttp's multipart reader raises on a body it cannot parse (bad part headers, no boundary)
+MULTIPART_ERRORS = (HttpProcessingError, ValueError, AssertionError, RuntimeError, UnicodeError, KeyError)
 
 
 def _node(request: web.Request) -> Node:
@@ -33,7 +36,7 @@ async def _chunks(part: BodyPartReader) -> AsyncIterator[bytes]:
     while True:
         try:
             chunk = await part.read_chunk(256 * 1024)
-        except (ValueError, AssertionError, RuntimeError, UnicodeError) as exc:  # aiohttp's parse errors
+        except MULTIPART_ERRORS as exc:
             raise _malformed(exc) from exc
         if not chunk:
             return
@@ -44,7 +47,7 @@ def _filename(part: BodyPartReader) -> str:
     """The part's filename as UTF-8 text without control characters (it is stored and echoed)."""
     try:
         name = part.filename
-    except (ValueError, UnicodeError) as exc:
+    except MULTIPART_ERRORS as exc:
         raise BadRequest("the 'file' field's filename cannot be read", code="bad_filename", field="file") from exc
     if not name:
         raise BadRequest("the 'file' field has no filename", code="missing_filename", field="file")
@@ -60,7 +63,7 @@ def _filename(part: BodyPartReader) -> str:
 async def _next_part(reader: MultipartReader) -> object:
     try:
         return await reader.next()
-    except (ValueError, AssertionError, RuntimeError, UnicodeError, KeyError) as exc:
+    except MULTIPART_ERRORS as exc:
         raise _malformed(exc) from exc
 
 
@@ -77,7 +80,7 @@ async def upload_file(request: web.Request) -> web.Response:
                                    code="not_multipart", field="file")
     try:
         reader = await request.multipart()
-    except (ValueError, AssertionError, KeyError) as exc:  # no boundary, or an unparsable content type
+    except MULTIPART_ERRORS as exc:  # no boundary, or an unparsable content type
         raise _malformed(exc) from exc
     while True:
         part = await _next_part(reader)
@@ -91,7 +94,7 @@ async def upload_file(request: web.Request) -> web.Response:
         if isinstance(part, BodyPartReader):
             try:
                 await part.release()  # another form field: skip it
-            except (ValueError, AssertionError, RuntimeError) as exc:
+            except MULTIPART_ERRORS as exc:
                 raise _malformed(exc) from exc
         elif part is not None:  # a nested multipart: not a form field
             raise BadRequest("nested multipart parts are not accepted", code="malformed_multipart", field="file")

@@ -1,6 +1,7 @@
 """Strict JSON for request bodies and WebSocket commands: RFC 8259 only (no NaN/Infinity, no
-number that overflows to infinity), integers a store column can hold, and a bounded nesting
-depth checked before parsing so a hostile body cannot exhaust the parser's stack."""
+number that overflows to infinity) and a bounded nesting depth, checked before parsing so a
+hostile body cannot exhaust the parser's stack. Integer ranges are the models' business (they
+name the field)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ from typing import Any
 from gateway.errors import BadRequest
 
 MAX_DEPTH = 64  # deepest array/object nesting accepted; layouts need about 6
-INT_MAX = 2**63 - 1  # what a BIGINT (and SQLite's INTEGER) holds
 _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
 _EMPTY_PAIR = re.compile(rb"\[\]|\{\}")
 _NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
@@ -30,12 +30,6 @@ def _float(text: str) -> float:
     value = float(text)
     if not math.isfinite(value):
         raise _malformed(f"number {text[:32]} is out of range")
-    return value
-
-
-def _int(text: str) -> int:
-    if len(text) > 20 or abs(value := int(text)) > INT_MAX:
-        raise _malformed(f"integer {text[:32]}{'…' if len(text) > 32 else ''} is out of range (at most 2^63-1)")
     return value
 
 
@@ -59,7 +53,7 @@ def loads(raw: bytes | str) -> Any:
     if nesting_depth(data) > MAX_DEPTH:
         raise _malformed(f"JSON nested deeper than {MAX_DEPTH} levels")
     try:
-        return json.loads(data, parse_constant=_constant, parse_float=_float, parse_int=_int)
+        return json.loads(data, parse_constant=_constant, parse_float=_float)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         position = getattr(exc, "pos", None)
         raise _malformed(f"malformed JSON{f' at position {position}' if position is not None else ''}") from exc

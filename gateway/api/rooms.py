@@ -140,7 +140,7 @@ def register(router: ApiRouter) -> None:
     router.add("DELETE", "/v1/rooms/{room_id}", delete_room, status=204, tags=tags, errors=(404,))
     router.add("POST", "/v1/rooms/{room_id}/close", close_room, response=RoomOut, tags=tags, errors=(404,))
     router.add("POST", "/v1/rooms/{room_id}/lock", lock_room, body=RoomLock, response=RoomOut, tags=tags,
-               errors=(404,))
+               errors=(404,), body_required=False)  # no body locks
     tags = ("participants",)
     router.add("GET", "/v1/rooms/{room_id}/participants", list_participants, tags=tags, errors=(404,),
                response=ParticipantOut, many=True)
