@@ -127,28 +127,31 @@ def _check_filename(filename: str) -> None:
 
 
 def remux_mp4(path: Path) -> bool:
-    """Rewrite a (possibly truncated) fragmented MP4 as a clean MP4 in place; False if it holds
-    no readable packet. Runs on a worker thread (PyAV)."""
+    """Rewrite a (possibly truncated) fragmented MP4 as a clean MP4 in place, keeping every
+    packet up to where the file breaks off; False (file untouched) when none is readable.
+    Runs on a worker thread (PyAV)."""
     import av
 
     tmp = path.with_name(path.stem + ".remux" + path.suffix)
     packets = 0
     try:
-        with av.open(str(path)) as source, av.open(str(tmp), "w", format="mp4") as target:
-            mapping = {}
-            for stream in source.streams:
-                if stream.type in ("video", "audio"):
-                    mapping[stream.index] = target.add_stream_from_template(stream)
-            for packet in source.demux(*[source.streams[i] for i in mapping]):
-                if packet.dts is None or packet.size == 0:
-                    continue
-                packet.stream = mapping[packet.stream.index]
-                target.mux(packet)
-                packets += 1
+        with av.open(str(path)) as source:
+            streams = [s for s in source.streams if s.type in ("video", "audio")]
+            with av.open(str(tmp), "w", format="mp4") as target:
+                mapping = {s.index: target.add_stream_from_template(s) for s in streams}
+                try:
+                    for packet in source.demux(*streams):
+                        if packet.dts is None or packet.size == 0:
+                            continue
+                        packet.stream = mapping[packet.stream.index]
+                        target.mux(packet)
+                        packets += 1
+                except (av.error.FFmpegError, OSError) as exc:  # the cut-off tail: keep what came before
+                    log.info("recovered recording ends in a partial fragment", path=str(path), error=str(exc))
     except (av.error.FFmpegError, OSError, ValueError) as exc:
         log.warning("remux of a recovered recording failed; uploading it as it is", path=str(path), error=str(exc))
         tmp.unlink(missing_ok=True)
-        return packets > 0
+        return False
     if packets == 0:
         tmp.unlink(missing_ok=True)
         return False
@@ -366,12 +369,8 @@ class UploadSpool:
                 entry.state = "dropped"
                 continue
             if self.config.remux_recovered and entry.path.suffix.lower() in REMUXABLE:
-                ok = await asyncio.to_thread(remux_mp4, entry.path)
-                if not ok:
-                    log.warning("interrupted recording holds no media; dropped", filename=entry.filename)
-                    self.discard(entry)
-                    entry.state = "dropped"
-                    continue
+                # when nothing is readable the file still goes up as it is: the spool loses nothing
+                await asyncio.to_thread(remux_mp4, entry.path)
             duration = await asyncio.to_thread(probe_duration, entry.path)
             entry.meta.update(recovered=True, size=entry.path.stat().st_size,
                               **({"duration_s": duration} if duration is not None else {}))

@@ -125,7 +125,8 @@ class RecordKind:
         filename = f"{prefix}_{task.task_id}_{stamp}.mp4"
         # written to the upload spool, stored from there (with retries, and after a crash)
         entry = node.spool.reserve(room_id=room.room_id, egress_id=task.task_id, filename=filename,
-                                   storage=options.storage.model_dump(), meta={"format": "mp4"})
+                                   storage=options.storage.model_dump(),
+                                   meta={"format": "mp4", "key": f"{room.room_id}/{filename}"})
         path = entry.path
         # opening x264 takes tens of milliseconds: keep it off the event loop
         _handle, output = await asyncio.to_thread(media.attach, key, layout, request.encoding)
