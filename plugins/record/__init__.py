@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 SUPPORTED_FORMATS = {"mp4"}
-STOP_UPLOAD_WAIT_S = 10.0
+STOP_UPLOAD_WAIT_S = 5.0
 
 
 def single_participant_layout(base: Layout, participant_id: str) -> Layout:
@@ -85,7 +85,8 @@ class RecordRunner:
         # the file list carries the storage URL when the upload is quick; otherwise it follows
         # in the upload.done event (the spool keeps retrying)
         stored = await self.node.spool.uploaded(self.entry, timeout=STOP_UPLOAD_WAIT_S)
-        info.update(stored or {"key": self.entry.key, "upload": "pending"})
+        info.update(stored or {"key": self.entry.key,
+                               "upload": "failed" if self.entry.state == "failed" else "pending"})
         self.node.events.emit(ev.EGRESS_FILE, self.task.room_id, egress_id=self.task.task_id, file=info)
         return {"files": [info]}
 
