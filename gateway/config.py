@@ -98,6 +98,18 @@ class MediaConfig(Section):
     loop_lag_warn_ms: int = Field(50, gt=0)
 
 
+class SpoolConfig(Section):
+    """The upload spool (gateway/spool.py): every recorded file waits here until it is stored."""
+
+    dir: Path | None = Field(None, description="Spool directory; empty is data_dir/spool.")
+    min_free_mb: float = Field(256, ge=0, description="Refuse new recordings (507) below this much free disk.")
+    max_attempts: int = Field(20, ge=1, description="Upload attempts per file before it is marked failed.")
+    backoff_initial_s: float = Field(1, gt=0, description="First retry delay; doubles on each failure.")
+    backoff_max_s: float = Field(30, gt=0, description="Longest retry delay.")
+    concurrency: int = Field(2, ge=1, description="Recordings uploading at once (files of one go in order).")
+    remux_recovered: bool = Field(True, description="Rewrite an MP4 a crash cut short as a clean MP4.")
+
+
 class PluginsConfig(BaseModel):
     """``disabled`` lists plugin names not to load; other keys are per-plugin sections."""
 
@@ -123,6 +135,7 @@ class Config(Section):
     rooms: RoomsConfig = Field(default_factory=RoomsConfig)
     files: FilesConfig = Field(default_factory=FilesConfig)
     media: MediaConfig = Field(default_factory=MediaConfig)
+    spool: SpoolConfig = Field(default_factory=SpoolConfig)
     plugins: PluginsConfig = Field(default_factory=PluginsConfig)
 
     # where each file key was read: dotted path -> line; used to name lines in late errors

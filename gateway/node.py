@@ -31,6 +31,7 @@ from gateway.metrics import NodeMetrics
 from gateway.pluginmanager import PluginManager
 from gateway.rooms.service import RoomService
 from gateway.security import TokenService, load_or_create_secret
+from gateway.spool import UploadSpool
 from gateway.storage import StorageRegistry
 from gateway.store import Store
 
@@ -61,6 +62,7 @@ class Node:
         self.files = FileService(self.store, config.files_dir, max_bytes=int(config.files.max_size_mb * 1024 * 1024),
                                  allowed=config.files.allowed_types, public_url=self.public_url)
         self.storage = StorageRegistry()
+        self.spool = UploadSpool(self, config.spool)
         self.media: MediaService = MediaService(self)
         self.rooms.media = self.media
         self.egress = EgressService(self)
@@ -89,6 +91,7 @@ class Node:
             self.bootstrap_credentials = await self.keys.create("bootstrap")
             self._write_bootstrap_file(*self.bootstrap_credentials)
         self.storage.collect(self)
+        await self.spool.start()
         self.media.collect_templates()
         self.egress.collect_kinds()
         self.ingress.collect_kinds()
@@ -120,6 +123,7 @@ class Node:
         await self.ingress.shutdown()
         await self.rooms.shutdown()
         await self.media.shutdown()
+        await self.spool.stop()
         hooks = self.pm.hook.mediagate_shutdown(node=self)
         await _maybe_await(hooks)
         await self.loop_lag.stop()

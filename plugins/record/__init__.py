@@ -27,10 +27,12 @@ if TYPE_CHECKING:
     from gateway.media.engine import RoomMedia
     from gateway.node import Node
     from gateway.rooms.room import Room
+    from gateway.spool import SpoolEntry
     from gateway.tasks import Task
 
 log = structlog.get_logger(__name__)
 SUPPORTED_FORMATS = {"mp4"}
+STOP_UPLOAD_WAIT_S = 5.0
 
 
 def single_participant_layout(base: Layout, participant_id: str) -> Layout:
@@ -52,6 +54,7 @@ class RecordRunner:
         self.path = path
         self.options = options
         self.started_at = time.time()
+        self.entry: SpoolEntry
 
     async def update(self, patch: EgressUpdate) -> None:
         if patch.urls is not None:
@@ -74,11 +77,16 @@ class RecordRunner:
         await asyncio.to_thread(self.media.detach, self.key, self.output)
         if stats.bytes == 0:  # stopped before the first keyframe: nothing to keep
             log.warning("recording stopped before any media arrived", egress_id=self.task.task_id)
+            self.node.spool.discard(self.entry)
             return {"files": []}
-        storage = self.node.storage.get(self.options.storage.backend)
-        stored = await storage.put(self.path, self.path.name, self.options.storage.model_dump())
         info = {"filename": self.path.name, "format": "mp4", "size": stats.bytes, "duration_s": stats.duration_s,
-                "started_at": self.started_at, "ended_at": time.time(), **stored}
+                "started_at": self.started_at, "ended_at": time.time()}
+        await self.node.spool.commit(self.entry, meta=dict(info))
+        # the file list carries the storage URL when the upload is quick; otherwise it follows
+        # in the upload.done event (the spool keeps retrying)
+        stored = await self.node.spool.uploaded(self.entry, timeout=STOP_UPLOAD_WAIT_S)
+        info.update(stored or {"key": self.entry.key,
+                               "upload": "failed" if self.entry.state == "failed" else "pending"})
         self.node.events.emit(ev.EGRESS_FILE, self.task.room_id, egress_id=self.task.task_id, file=info)
         return {"files": [info]}
 
@@ -114,12 +122,14 @@ class RecordKind:
         if request.audio is not None:
             layout = (layout or node.media.room_layout(room)).model_copy(update={"audio": request.audio})
             key = f"egress:{task.task_id}"
-        storage = node.storage.get(options.storage.backend)
-        directory = storage.local_dir(options.storage.model_dump()) or node.data_path("spool")
         stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
         prefix = options.file_prefix or room.room_id
-        path = Path(directory) / room.room_id / f"{prefix}_{task.task_id}_{stamp}.mp4"
-        path.parent.mkdir(parents=True, exist_ok=True)
+        filename = f"{prefix}_{task.task_id}_{stamp}.mp4"
+        # written to the upload spool, stored from there (with retries, and after a crash)
+        entry = node.spool.reserve(room_id=room.room_id, egress_id=task.task_id, filename=filename,
+                                   storage=options.storage.model_dump(),
+                                   meta={"format": "mp4", "key": f"{room.room_id}/{filename}"})
+        path = entry.path
         # opening x264 takes tens of milliseconds: keep it off the event loop
         _handle, output = await asyncio.to_thread(media.attach, key, layout, request.encoding)
         if options.video_only:
@@ -128,7 +138,9 @@ class RecordKind:
         sink.start()
         task.result.update(files=[], path=str(path))
         log.info("recording started", egress_id=task.task_id, path=str(path))
-        return RecordRunner(node, task, media, key, output, sink, path, options)
+        runner = RecordRunner(node, task, media, key, output, sink, path, options)
+        runner.entry = entry
+        return runner
 
 
 class RecordPlugin:

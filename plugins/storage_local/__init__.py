@@ -1,8 +1,15 @@
-"""Storage backend ``local``: recordings written in place under a directory of the node,
-served back to operators at ``GET /v1/storage/local/{key}``."""
+"""Storage backend ``local``: recordings kept under a directory of the node, served back to
+operators at ``GET /v1/storage/local/{key}``.
+
+Like every backend, files are written to the upload spool first; ``put`` moves the finished
+file to ``<dir>/<key>`` (a rename on the same disk), so an interrupted recording is recovered
+and stored exactly as a remote one is."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -10,8 +17,9 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.errors import NotFound, ValidationFailed
+from gateway.errors import NotFound
 from gateway.hookspecs import hookimpl
+from gateway.storage import UploadError, check_prefix
 
 if TYPE_CHECKING:
     from gateway.node import Node
@@ -30,19 +38,22 @@ class LocalStorage:
         self.public_url = public_url
 
     def validate(self, options: dict[str, Any]) -> None:
-        prefix = options.get("prefix") or ""
-        if ".." in Path(prefix).parts or prefix.startswith("/"):
-            raise ValidationFailed("prefix must be a relative path without '..'", field="record.storage.prefix")
+        check_prefix(options)
 
-    def local_dir(self, options: dict[str, Any]) -> Path:
-        path = self.root / (options.get("prefix") or "")
-        path.mkdir(parents=True, exist_ok=True)
-        return path
+    def local_dir(self, options: dict[str, Any]) -> None:
+        return None  # written to the spool, moved here by put
 
     async def put(self, path: Path, key: str, options: dict[str, Any]) -> dict[str, Any]:
-        """Files are written in place; `key` is their path under the root."""
-        relative = path.resolve().relative_to(self.root.resolve()).as_posix()
-        return {"backend": self.name, "key": relative, "path": str(path), "size": path.stat().st_size,
+        """Move the spooled file to `key` under the root."""
+        target = (self.root / key).resolve()
+        if not target.is_relative_to(self.root.resolve()):
+            raise UploadError(f"key {key!r} leaves the storage directory", code="bad_key", retry=False)
+        try:
+            size = await asyncio.to_thread(_move, path, target)
+        except OSError as exc:
+            raise UploadError(f"cannot store {key!r}: {exc.strerror or exc}", code="local_io_error") from exc
+        relative = target.relative_to(self.root.resolve()).as_posix()
+        return {"backend": self.name, "key": relative, "path": str(target), "size": size,
                 "url": f"{self.public_url()}/v1/storage/local/{relative}"}
 
     def resolve(self, key: str) -> Path:
@@ -50,6 +61,16 @@ class LocalStorage:
         if not path.is_relative_to(self.root.resolve()) or not path.is_file():
             raise NotFound(f"no stored file {key!r}", code="file_not_found", field="key")
         return path
+
+
+def _move(source: Path, target: Path) -> int:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.replace(source, target)
+    except OSError:  # another file system: copy, then drop the spooled copy
+        shutil.copyfile(source, target)
+        source.unlink()
+    return target.stat().st_size
 
 
 class LocalStoragePlugin:
