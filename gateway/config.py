@@ -8,8 +8,13 @@ levels, e.g. ``MEDIAGATE_HTTP__PORT=9000`` or ``MEDIAGATE_PLUGINS__WEBHOOK__URLS
 Values are read as TOML values when they parse as one (numbers, booleans, arrays, quoted
 strings) and as plain strings otherwise.
 
-Any unknown key or bad value is a :class:`ConfigError` that names the key and, for keys from
-the file, its line.
+Any unknown key or bad value is a :class:`ConfigError` that names the key and where it was
+set: ``file:line``, the ``MEDIAGATE_*`` variable, or the ``--set`` argument. Every error is
+reported at once, one per line.
+
+Relative paths set in the file (``node.data_dir``, ``files.dir``) are read against the file's
+directory, so ``serve``, ``token`` and ``keys`` find the same database whatever the current
+directory; relative paths from the environment or ``--set`` are read against the current one.
 """
 
 from __future__ import annotations
@@ -47,6 +52,10 @@ class HttpConfig(Section):
     host: str = "0.0.0.0"
     port: int = Field(8080, ge=0, le=65535)
     max_json_kb: int = Field(1024, gt=0)
+    rate_limit_per_s: float = Field(100, ge=0, description="Requests per second per client address; 0 = off.")
+    rate_limit_burst: int = Field(400, ge=1, description="Requests a client may send at once above the rate.")
+    keepalive_timeout_s: float = Field(30, gt=0, description="Close a connection that has not sent a whole "
+                                       "request head this long after it opened or after its last response.")
 
 
 class LogConfig(Section):
@@ -57,6 +66,7 @@ class LogConfig(Section):
 class StoreConfig(Section):
     url: str = Field("", description="SQLAlchemy async URL; empty is SQLite under node.data_dir.")
     echo: bool = False
+    sqlite_wal: bool = Field(True, description="SQLite: write-ahead log, synchronous=NORMAL, busy_timeout.")
 
 
 class AuthConfig(Section):
@@ -66,6 +76,10 @@ class AuthConfig(Section):
     token_ttl_s: int = Field(86400, gt=0)
     max_token_ttl_s: int = Field(30 * 86400, gt=0)
     join_token_ttl_s: int = Field(3600, gt=0)
+    key_cache_ttl_s: float = Field(2, ge=0, description="How long a key's revoked/active state is cached.")
+    max_failures: int = Field(10, ge=0, description="Failed password/secret checks in a row per client address "
+                              "and per room or key before 429; 0 = no limit.")
+    failure_window_s: float = Field(60, gt=0, description="The failure allowance refills over this time.")
 
 
 class RoomsConfig(Section):
@@ -141,6 +155,8 @@ class Config(Section):
     # where each file key was read: dotted path -> line; used to name lines in late errors
     _lines: dict[str, int] = {}
     _source: str | None = None
+    # keys set by the environment or --set: dotted path -> "MEDIAGATE_X__Y" / "--set x.y=1"
+    _origins: dict[str, str] = {}
 
     @property
     def store_url(self) -> str:
@@ -162,8 +178,55 @@ class Config(Section):
         return _nearest_line(self._lines, key)
 
     def error(self, message: str, key: str) -> ConfigError:
-        """A ConfigError for `key` that names its line in the file when the file set it."""
-        return ConfigError(message, key=key, line=self.line_of(key), source=self._source)
+        """A ConfigError for `key` naming where it was set: file:line, variable or --set."""
+        return _errors([(key, message)], self._lines, self._source, self._origins)
+
+    def validation_error(self, exc: ValidationError, prefix: tuple[str, ...] = ()) -> ConfigError:
+        """Every error of a pydantic validation as one ConfigError (plugin sections use it)."""
+        return _errors(_describe(exc, prefix), self._lines, self._source, self._origins)
+
+
+def _describe(exc: ValidationError, prefix: tuple[str, ...] = ()) -> list[tuple[str, str]]:
+    found = []
+    for error in exc.errors():
+        key = ".".join([*prefix, *(str(part) for part in error["loc"])])
+        message = "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
+        if error["type"] != "extra_forbidden" and "input" in error and not isinstance(error["input"], dict):
+            message += f" (got {error['input']!r})"
+        found.append((key, message))
+    return found
+
+
+def _origin_of(origins: dict[str, str], key: str) -> str | None:
+    parts = key.split(".")
+    while parts:
+        found = origins.get(".".join(parts))
+        if found:
+            return found
+        parts.pop()
+    deeper = [origin for path, origin in origins.items() if path.startswith(key + ".")]
+    return deeper[0] if deeper else None
+
+
+def _errors(items: list[tuple[str, str]], lines: dict[str, int], source: str | None,
+            origins: dict[str, str]) -> ConfigError:
+    """One ConfigError listing every (key, message); ``key``/``line`` describe the first."""
+    rendered = []
+    first_line: int | None = None
+    first_origin: str | None = None
+    for index, (key, message) in enumerate(items):
+        origin = _origin_of(origins, key)
+        line = None if origin else _nearest_line(lines, key)
+        place = origin or (f"{source}:{line}" if source and line else source or "defaults")
+        rendered.append(f"{place}: {key}: {message}")
+        if index == 0:
+            first_line, first_origin = line, origin
+    error = ConfigError("\n".join(rendered))
+    error.key = items[0][0] if items else None
+    error.line = first_line
+    error.source = first_origin or source
+    error.errors = rendered  # type: ignore[attr-defined]
+    return error
 
 
 _HEADER = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
@@ -234,28 +297,43 @@ def _set_path(tree: dict[str, Any], path: list[str], value: Any, origin: str) ->
     node[path[-1]] = value
 
 
-def env_overrides(environ: dict[str, str]) -> list[tuple[str, Any]]:
-    """``MEDIAGATE_HTTP__PORT=9000`` -> ``("http.port", 9000)``; MEDIAGATE_CONFIG is not a key."""
-    found = []
+def env_overrides(environ: dict[str, str], *, with_origin: bool = False) -> list[Any]:
+    """``MEDIAGATE_HTTP__PORT=9000`` -> ``("http.port", 9000)``; MEDIAGATE_CONFIG is not a key.
+    With ``with_origin`` each item also names its variable."""
+    found: list[Any] = []
     for name, raw in sorted(environ.items()):
-        if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX + "CONFIG":
+        if not name.startswith(ENV_PREFIX) or name in (ENV_PREFIX + "CONFIG", ENV_PREFIX + "URL",
+                                                       ENV_PREFIX + "TOKEN"):
             continue
         path = name[len(ENV_PREFIX):].lower().split("__")
         if not all(path):
             continue
-        found.append((".".join(path), parse_value(raw)))
+        item = (".".join(path), parse_value(raw))
+        found.append((*item, f"environment variable {name}") if with_origin else item)
     return found
 
 
-def set_overrides(items: list[str]) -> list[tuple[str, Any]]:
+def set_overrides(items: list[str], *, with_origin: bool = False) -> list[Any]:
     """``--set http.port=9000`` items -> ``("http.port", 9000)``."""
-    found = []
+    found: list[Any] = []
     for item in items:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"--set expects section.key=value, got {item!r}")
-        found.append((key.strip(), parse_value(raw.strip())))
+        pair = (key.strip(), parse_value(raw.strip()))
+        found.append((*pair, f"--set {item}") if with_origin else pair)
     return found
+
+
+_FILE_PATHS = (("node", "data_dir"), ("files", "dir"))
+
+
+def _resolve_file_paths(tree: dict[str, Any], base: Path) -> None:
+    """Relative paths written in the file are relative to the file, not to the current directory."""
+    for section, key in _FILE_PATHS:
+        value = tree.get(section, {}).get(key) if isinstance(tree.get(section), dict) else None
+        if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
+            tree[section][key] = str((base / value).resolve())
 
 
 def load_config(path: str | Path | None = None, *, overrides: list[str] | None = None,
@@ -277,20 +355,18 @@ def load_config(path: str | Path | None = None, *, overrides: list[str] | None =
             raise ConfigError(f"invalid TOML: {exc}", line=int(match.group(1)) if match else None,
                               source=source) from exc
         lines = locate_keys(text)
+        _resolve_file_paths(tree, Path(path).resolve().parent)
     env = os.environ if environ is None else environ
-    for key, value in env_overrides(dict(env)):
-        _set_path(tree, key.split("."), value, "environment")
-    for key, value in set_overrides(overrides or []):
-        _set_path(tree, key.split("."), value, "--set")
+    origins: dict[str, str] = {}
+    for key, value, origin in [*env_overrides(dict(env), with_origin=True),
+                               *set_overrides(overrides or [], with_origin=True)]:
+        _set_path(tree, key.split("."), value, origin)
+        origins[key] = origin
     try:
         config = Config.model_validate(tree)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        key = ".".join(str(part) for part in first["loc"])
-        message = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
-        if first["type"] != "extra_forbidden" and "input" in first:
-            message += f" (got {first['input']!r})"
-        raise ConfigError(message, key=key, line=_nearest_line(lines, key), source=source) from exc
+        raise _errors(_describe(exc), lines, source, origins) from exc
     config._lines = lines
     config._source = source
+    config._origins = origins
     return config

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import os
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from gateway.looplag import LoopLagMonitor
 from gateway.media.engine import MediaService
 from gateway.metrics import NodeMetrics
 from gateway.pluginmanager import PluginManager
+from gateway.ratelimit import FailureLimiter
 from gateway.rooms.service import RoomService
 from gateway.security import TokenService, load_or_create_secret
 from gateway.spool import UploadSpool
@@ -56,8 +58,10 @@ class Node:
         self.loop_lag.observers.append(self.metrics.observe_lag)
         self.store = Store(config.store_url, echo=config.store.echo)
         self.tokens: TokenService
-        self.keys = KeyRing(self.store, config.auth.api_keys)
+        self.keys = KeyRing(self.store, config.auth.api_keys, cache_ttl_s=config.auth.key_cache_ttl_s)
+        self.auth_failures = FailureLimiter(config.auth.max_failures, config.auth.failure_window_s)
         self.rooms = RoomService(self.store, self.events, config, node_id=self.node_id)
+        self.rooms.failures = self.auth_failures
         self.commands = CommandRegistry(BUILTIN_COMMANDS)
         self.files = FileService(self.store, config.files_dir, max_bytes=int(config.files.max_size_mb * 1024 * 1024),
                                  allowed=config.files.allowed_types, public_url=self.public_url)
@@ -73,6 +77,17 @@ class Node:
         self.bootstrap_credentials: tuple[str, str] | None = None
         self._runner: web.AppRunner | None = None
         self.url = ""
+        self.urls: list[str] = []  # every address that reaches the listening socket
+
+    async def verify_key(self, client: str, access_key: str, secret_key: str) -> None:
+        """Check an API key pair, limiting failed attempts per client address and per key."""
+        target = "key:" + access_key
+        self.auth_failures.check(client, target)
+        try:
+            await self.keys.verify(access_key, secret_key)
+        except Exception:
+            self.auth_failures.failed(client, target)
+            raise
 
     # ------------------------------------------------------------------ events
     def _deliver_event(self, event: Event) -> None:
@@ -136,14 +151,18 @@ class Node:
     async def serve(self, host: str | None = None, port: int | None = None) -> str:
         """Start and listen; returns the URL it listens on."""
         app = await self.start()
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        # keepalive_timeout also bounds how long a new connection may take to send its request
+        # head (aiohttp 3.14 arms it when the connection opens): slow-header clients are dropped
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False,
+                                     keepalive_timeout=self.config.http.keepalive_timeout_s)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host or self.config.http.host, self.config.http.port if port is None else port)
+        bind = host or self.config.http.host
+        site = web.TCPSite(self._runner, bind, self.config.http.port if port is None else port)
         await site.start()
         sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]
         bound = sockets[0].getsockname()[1] if sockets else self.config.http.port
-        shown = self.config.http.host if self.config.http.host not in ("0.0.0.0", "::") else "127.0.0.1"
-        self.url = self.config.node.public_url.rstrip("/") or f"http://{shown}:{bound}"
+        self.urls = [f"http://{_url_host(address)}:{bound}" for address in reachable_addresses(bind)]
+        self.url = self.config.node.public_url.rstrip("/") or self.urls[0]
         return self.url
 
     # ------------------------------------------------------------------ views
@@ -167,6 +186,35 @@ class Node:
         path = self.config.node.data_dir.joinpath(*parts)
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
+
+
+def _url_host(address: str) -> str:
+    return f"[{address}]" if ":" in address else address
+
+
+def reachable_addresses(bind: str) -> list[str]:
+    """The addresses a client can use to reach a socket bound to ``bind``: the address itself,
+    or for a wildcard the loopback first, then this host's other addresses."""
+    if bind not in ("", "0.0.0.0", "::"):
+        return [bind]
+    family = socket.AF_INET6 if bind == "::" else socket.AF_INET
+    found = ["::1" if family == socket.AF_INET6 else "127.0.0.1"]
+    candidates: list[str] = []
+    try:
+        for info in socket.getaddrinfo(socket.gethostname(), None, family, socket.SOCK_STREAM):
+            candidates.append(str(info[4][0]))
+    except OSError:
+        pass
+    try:  # the address of the default route (connect() on UDP sends nothing)
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            probe.connect(("2001:db8::1" if family == socket.AF_INET6 else "192.0.2.1", 9))
+            candidates.append(str(probe.getsockname()[0]))
+    except OSError:
+        pass
+    for address in candidates:
+        if address not in found and not address.startswith(("127.", "::1", "fe80:")):
+            found.append(address)
+    return found
 
 
 def _safe_url(url: str) -> str:

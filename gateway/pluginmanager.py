@@ -47,10 +47,7 @@ def configure_plugin(name: str, plugin: Any, config: Config) -> None:
     try:
         plugin.config = model.model_validate(section)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        key = ".".join(["plugins", name, *(str(p) for p in first["loc"])])
-        message = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
-        raise config.error(message, key) from exc
+        raise config.validation_error(exc, ("plugins", name)) from exc
 
 
 class PluginManager(pluggy.PluginManager):

@@ -7,6 +7,7 @@ limited by its permission bits (TRTC's PrivateMapKey).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -49,6 +50,9 @@ class Principal:
     name: str | None = None
     permissions: int = ALL_PERMISSIONS
     expires_at: int | None = None
+    # how a participant got in: None = a join token the operator issued; "password" or "host"
+    # = the room's password self-join (never the owner, never replaces a connected identity)
+    admission: str | None = None
 
     @property
     def is_operator(self) -> bool:
@@ -76,6 +80,22 @@ def verify_secret(secret: str, stored: str) -> bool:
     expected = base64.b64decode(digest_b64)
     digest = hashlib.scrypt(secret.encode(), salt=salt, n=2**14, r=8, p=1, dklen=32)
     return hmac.compare_digest(digest, expected)
+
+
+# A fixed hash to verify against when there is nothing to verify (unknown or revoked access
+# key): every failed check then costs one KDF run, so its timing does not tell which keys exist.
+_DUMMY_HASH = "scrypt$bWVkaWFnYXRlLWR1bW15$" + base64.b64encode(bytes(32)).decode()
+
+
+async def hash_secret_async(secret: str) -> str:
+    """hash_secret on a worker thread: scrypt takes tens of milliseconds, the loop must not wait."""
+    return await asyncio.to_thread(hash_secret, secret)
+
+
+async def verify_secret_async(secret: str, stored: str | None) -> bool:
+    """verify_secret on a worker thread; with no stored hash it runs against a dummy one (same cost)."""
+    ok = await asyncio.to_thread(verify_secret, secret, stored or _DUMMY_HASH)
+    return ok and stored is not None
 
 
 def load_or_create_secret(configured: str, data_dir: Path) -> str:
@@ -106,9 +126,13 @@ class TokenService:
         return self._encode({"typ": "api", "sub": access_key}, ttl_s)
 
     def join_token(self, room_id: str, identity: str, *, name: str | None = None,
-                   permissions: int = DEFAULT_JOIN_PERMISSIONS, ttl_s: int = 3600) -> tuple[str, int]:
-        return self._encode({"typ": "join", "sub": identity, "room": room_id, "name": name,
-                             "perm": int(permissions)}, ttl_s)
+                   permissions: int = DEFAULT_JOIN_PERMISSIONS, ttl_s: int = 3600,
+                   admission: str | None = None) -> tuple[str, int]:
+        claims: dict[str, Any] = {"typ": "join", "sub": identity, "room": room_id, "name": name,
+                                  "perm": int(permissions)}
+        if admission:
+            claims["adm"] = admission
+        return self._encode(claims, ttl_s)
 
     def verify(self, token: str) -> Principal:
         try:
@@ -123,5 +147,5 @@ class TokenService:
         if claims["typ"] == "join":
             return Principal("participant", claims["sub"], room_id=claims.get("room"),
                              name=claims.get("name"), permissions=int(claims.get("perm", 0)),
-                             expires_at=claims["exp"])
+                             expires_at=claims["exp"], admission=claims.get("adm"))
         raise Unauthorized("invalid token", code="invalid_token")

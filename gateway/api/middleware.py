@@ -1,4 +1,4 @@
-"""Cross-cutting HTTP concerns: errors as JSON, authentication, request ids."""
+"""Cross-cutting HTTP concerns: errors as JSON, authentication, request ids, rate limits."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from aiohttp import web
 
 from gateway.api import NODE, PRINCIPAL, REQUEST_ID
 from gateway.errors import Forbidden, MediagateError, PayloadTooLarge, Unauthorized
+from gateway.ratelimit import RateLimited, TokenBuckets
 from gateway.security import Principal
 
 if TYPE_CHECKING:
@@ -21,15 +22,25 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 HandlerT = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-PUBLIC_V1 = {("POST", "/v1/auth/token")}
-PUBLIC_SUFFIXES = ("/join",)  # POST /v1/rooms/{id}/join checks the room password itself
+# Routes (method, route template) that take no credentials; matched on the route aiohttp
+# resolved, never on a path prefix or suffix. The self-join checks the room password itself.
+PUBLIC_V1 = {("POST", "/v1/auth/token"), ("POST", "/v1/rooms/{room_id}/join")}
+# Routes that may carry the token in the query string: browsers cannot set headers on a
+# WebSocket. Anywhere else a token in a URL would end up in logs and browser history.
+QUERY_TOKEN_ROUTES = {("GET", "/v1/rooms/{room_id}/ws")}
+
+
+def route_key(request: web.Request) -> tuple[str, str] | None:
+    """(method, route template) of the route this request matched; None when none matched."""
+    resource = request.match_info.route.resource
+    return None if resource is None else (request.method, resource.canonical)
 
 
 def error_response(exc: MediagateError, request_id: str | None = None) -> web.Response:
     body = exc.to_dict()
     if request_id:
         body["error"]["request_id"] = request_id
-    return web.json_response(body, status=exc.status)
+    return web.json_response(body, status=exc.status, headers=getattr(exc, "headers", None))
 
 
 @web.middleware
@@ -57,15 +68,31 @@ async def errors_middleware(request: web.Request, handler: HandlerT) -> web.Stre
         return error_response(MediagateError("internal error", code="internal_error", status=500), request_id)
     if not response.prepared:
         response.headers.setdefault("X-Request-Id", request_id)
+        # a download is never sniffed into HTML or script by a browser
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
     return response
+
+
+def make_rate_limit_middleware(node: Node) -> Callable[[web.Request, HandlerT], Awaitable[web.StreamResponse]]:
+    """A token bucket per client address over every request (``[http] rate_limit_*``)."""
+    http = node.config.http
+    buckets = TokenBuckets(http.rate_limit_per_s, http.rate_limit_burst)
+
+    @web.middleware
+    async def rate_limit_middleware(request: web.Request, handler: HandlerT) -> web.StreamResponse:
+        if buckets.enabled:
+            wait = buckets.take(request.remote or "")
+            if wait > 0:
+                raise RateLimited(f"more than {http.rate_limit_per_s:g} requests per second from this address",
+                                  wait)
+        return await handler(request)
+    return rate_limit_middleware
 
 
 def make_auth_middleware(node: Node) -> Callable[[web.Request, HandlerT], Awaitable[web.StreamResponse]]:
     @web.middleware
     async def auth_middleware(request: web.Request, handler: HandlerT) -> web.StreamResponse:
-        path = request.path
-        if not path.startswith("/v1/") or (request.method, path) in PUBLIC_V1 or (
-                request.method == "POST" and path.endswith(PUBLIC_SUFFIXES)):
+        if not request.path.startswith("/v1/") or route_key(request) in PUBLIC_V1:
             return await handler(request)
         request[PRINCIPAL] = await authenticate(node, request)
         return await handler(request)
@@ -77,19 +104,26 @@ async def authenticate(node: Node, request: web.Request) -> Principal:
     scheme, _, value = header.partition(" ")
     scheme = scheme.lower()
     if scheme == "bearer" and value.strip():
-        return node.tokens.verify(value.strip())
+        return await _checked(node, node.tokens.verify(value.strip()))
     if scheme == "basic" and value.strip():
         try:
             access_key, _, secret = base64.b64decode(value.strip()).decode().partition(":")
         except (binascii.Error, UnicodeDecodeError) as exc:
             raise Unauthorized("malformed Basic credentials", code="invalid_credentials") from exc
-        await node.keys.verify(access_key, secret)
+        await node.verify_key(request.remote or "", access_key, secret)
         return Principal("operator", access_key)
     # browsers cannot set headers on a WebSocket: accept the token as a query parameter there
     query_token = request.query.get("access_token") or request.query.get("token")
-    if query_token and request.headers.get("Upgrade", "").lower() == "websocket":
-        return node.tokens.verify(query_token)
+    if query_token and route_key(request) in QUERY_TOKEN_ROUTES:
+        return await _checked(node, node.tokens.verify(query_token))
     raise Unauthorized("missing credentials: send 'Authorization: Bearer <token>'", code="missing_token")
+
+
+async def _checked(node: Node, who: Principal) -> Principal:
+    """An API token is good only while its key is (checked per request, briefly cached)."""
+    if who.is_operator and not await node.keys.is_active(who.subject):
+        raise Unauthorized("the API key of this token was revoked or no longer exists", code="key_revoked")
+    return who
 
 
 def principal(request: web.Request) -> Principal:

@@ -93,13 +93,15 @@ async def room_ws(request: web.Request) -> web.StreamResponse:
     participant = None
     try:
         if not who.is_operator:
-            existing = room.by_identity(who.subject)
+            # an operator-issued token may open a control socket beside the identity's media edge;
+            # a password self-join never stands for a connected identity (join() answers 409)
+            existing = room.by_identity(who.subject) if who.admission is None else []
             if existing:
                 participant = existing[0]
             else:
                 participant = await node.rooms.join(room_id, who.subject, kind=ParticipantKind.WEBRTC,
                                                     name=who.name or who.subject, permissions=who.permissions,
-                                                    edge=SocketEdge(ws))
+                                                    edge=SocketEdge(ws), admission=who.admission)
                 own_participant = participant
             session.participant_id = participant.participant_id
         await ws.send_json({"type": "welcome", "room": node.rooms.describe(room),

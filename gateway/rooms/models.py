@@ -25,6 +25,9 @@ class RoomCreate(Strict):
                                   description="0 uses the node default (unlimited by default)")
     password: str | None = Field(None, min_length=1, max_length=128,
                                  description="Participants must present it to join (join-token request)")
+    host_password: str | None = Field(None, min_length=1, max_length=128,
+                                      description="Self-join with this one makes the joiner the host (owner "
+                                      "role); the plain password never does")
     owner_id: str | None = Field(None, max_length=128, description="identity of the owner (3tee user_id)")
     host_id: str | None = Field(None, max_length=128, description="identity of the host")
     locked: bool = False
@@ -43,6 +46,7 @@ class RoomUpdate(Strict):
     topic: str | None = Field(None, max_length=256)
     max_participants: int | None = Field(None, ge=0, le=MAX_PARTICIPANTS)
     password: str | None = Field(None, max_length=128, description="empty string removes the password")
+    host_password: str | None = Field(None, max_length=128, description="empty string removes the host password")
     owner_id: str | None = Field(None, max_length=128)
     host_id: str | None = Field(None, max_length=128)
     locked: bool | None = None
@@ -103,6 +107,7 @@ class RoomOut(BaseModel):
     owner_id: str | None
     host_id: str | None
     has_password: bool
+    has_host_password: bool = False
     max_participants: int
     locked: bool
     close_when_owner_leaves: bool

@@ -18,11 +18,12 @@ from gateway.media.layout.model import Layout
 from gateway.rooms.models import ParticipantUpdate, RoomCreate, RoomUpdate
 from gateway.rooms.participant import Participant, ParticipantKind, Role, State
 from gateway.rooms.room import Room
-from gateway.security import DEFAULT_JOIN_PERMISSIONS, Permission, hash_secret, verify_secret
+from gateway.security import DEFAULT_JOIN_PERMISSIONS, Permission, hash_secret_async, verify_secret, verify_secret_async
 
 if TYPE_CHECKING:
     from gateway.config import Config
     from gateway.events import EventBus
+    from gateway.ratelimit import FailureLimiter
     from gateway.store import Store
 
 log = structlog.get_logger(__name__)
@@ -45,6 +46,7 @@ class RoomService:
         self.media: Any | None = None  # gateway.media.engine.MediaService, set by the node
         self._close_hooks: list[CloseHook] = []
         self._loaded = False
+        self.failures: FailureLimiter | None = None  # failed room-password attempts, set by the node
 
     # ------------------------------------------------------------------ lifecycle
     async def load(self) -> None:
@@ -79,12 +81,14 @@ class RoomService:
         settings = {key: getattr(request, key) for key in _SETTING_KEYS}
         if request.canvas is not None:
             settings["canvas"] = request.canvas.model_dump()
+        if request.host_password:
+            settings["host_password_hash"] = await hash_secret_async(request.host_password)
         values = {
             "room_id": room_id,
             "topic": request.topic,
             "owner_id": request.owner_id or creator,
             "host_id": request.host_id,
-            "password_hash": hash_secret(request.password) if request.password else None,
+            "password_hash": await hash_secret_async(request.password) if request.password else None,
             "max_participants": request.max_participants,
             "locked": request.locked,
             "settings": settings,
@@ -114,7 +118,11 @@ class RoomService:
         patch = request.model_dump(exclude_unset=True)
         for key, value in patch.items():
             if key == "password":
-                changes["password_hash"] = hash_secret(value) if value else None
+                changes["password_hash"] = await hash_secret_async(value) if value else None
+            elif key == "host_password":
+                settings.pop("host_password_hash", None)
+                if value:
+                    settings["host_password_hash"] = await hash_secret_async(value)
             elif key in _SETTING_KEYS:
                 settings[key] = value
             elif value is not None:
@@ -180,9 +188,29 @@ class RoomService:
             raise NotFound(f"room {room_id!r} does not exist", code="room_not_found", field="room_id")
 
     def check_password(self, room: Room, password: str | None) -> None:
+        """Blocking check (runs the KDF on the caller's thread); prefer admit_with_password."""
         stored = room.record.get("password_hash")
         if stored and not (password and verify_secret(password, stored)):
             raise Forbidden("wrong or missing room password", code="bad_password", field="password")
+
+    async def admit_with_password(self, room: Room, password: str | None, *, client: str = "") -> str:
+        """Which admission a password gives: ``"host"`` (the host password) or ``"password"``.
+
+        The KDF runs on a worker thread; failed attempts are limited per client address and per
+        room (429 with Retry-After once spent), checked before any KDF runs."""
+        target = "room:" + room.room_id
+        if self.failures is not None:
+            self.failures.check(client, target)
+        host_hash = room.setting("host_password_hash")
+        plain_hash = room.record.get("password_hash")
+        if password:
+            if host_hash and await verify_secret_async(password, host_hash):
+                return "host"
+            if plain_hash and await verify_secret_async(password, plain_hash):
+                return "password"
+        if self.failures is not None:
+            self.failures.failed(client, target)
+        raise Forbidden("wrong or missing room password", code="bad_password", field="password")
 
     # ------------------------------------------------------------------ layout
     async def set_layout(self, room_id: str, layout: Layout) -> Room:
@@ -200,7 +228,12 @@ class RoomService:
     # ------------------------------------------------------------------ participants
     async def join(self, room_id: str, identity: str, *, kind: ParticipantKind | str, name: str = "",
                    permissions: int = DEFAULT_JOIN_PERMISSIONS, edge: Any = None,
-                   metadata: dict[str, Any] | None = None, operator: bool = False) -> Participant:
+                   metadata: dict[str, Any] | None = None, operator: bool = False,
+                   admission: str | None = None) -> Participant:
+        """Add a participant. ``admission`` is the join token's (``Principal.admission``): a
+        password self-join ("password") never gets the owner role and, like "host", never
+        replaces a connected identity (409); an operator-issued token (None) replaces one of
+        the same kind, as LiveKit does."""
         room = await self.get(room_id)
         async with room.lock:
             if not room.is_open:
@@ -208,13 +241,17 @@ class RoomService:
             if room.record.get("locked") and not operator:
                 raise Forbidden(f"room {room_id!r} is locked", code="room_locked")
             kind = ParticipantKind(kind)
+            if admission is not None and room.by_identity(identity):
+                raise Conflict(f"a participant with identity {identity!r} is already connected",
+                               code="identity_connected", field="identity")
             replaced = [p for p in room.by_identity(identity) if p.kind is kind]
             limit = room.record.get("max_participants") or self.config.rooms.max_participants
             if limit and len(room.participants) - len(replaced) >= limit:
                 raise Forbidden(f"room {room_id!r} is full ({limit} participants)", code="room_full")
             participant = Participant(room_id=room_id, identity=identity, kind=kind, name=name or identity,
                                       permissions=permissions, edge=edge, metadata=metadata or {})
-            if identity in (room.record.get("owner_id"), room.record.get("host_id")):
+            if admission == "host" or (admission is None and identity in (room.record.get("owner_id"),
+                                                                           room.record.get("host_id"))):
                 participant.role |= Role.OWNER | Role.PRESENTER
             room.participants[participant.participant_id] = participant
             if room.close_timer:
@@ -346,6 +383,7 @@ class RoomService:
             "owner_id": record.get("owner_id"),
             "host_id": record.get("host_id"),
             "has_password": bool(record.get("password_hash")),
+            "has_host_password": bool(room.setting("host_password_hash")),
             "max_participants": record.get("max_participants") or 0,
             "locked": bool(record.get("locked")),
             "close_when_owner_leaves": bool(room.setting("close_when_owner_leaves", False)),

@@ -11,7 +11,8 @@ from aiohttp.test_utils import TestClient
 
 from gateway.node import Node
 
-ROOM_FIELDS = {"room_id", "topic", "status", "title", "owner_id", "host_id", "has_password", "max_participants",
+ROOM_FIELDS = {"room_id", "topic", "status", "title", "owner_id", "host_id", "has_password", "has_host_password",
+               "max_participants",
                "locked", "close_when_owner_leaves", "empty_timeout_s", "auto_composite", "auto_record",
                "voice_activated", "metadata", "layout", "node_id", "created_at", "participant_count",
                "participants"}

@@ -1,0 +1,103 @@
+"""Token buckets: a general per-client request limit, and a limit on failed credential checks.
+
+Both answer 429 with ``Retry-After`` (whole seconds until one more request would pass).
+Buckets live in memory, one per key; idle full buckets are dropped so a scan from many
+addresses cannot grow the table without bound.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+from gateway.errors import TooManyRequests
+
+MAX_BUCKETS = 10_000  # beyond this, full buckets are forgotten (they hold no state worth keeping)
+
+
+class RateLimited(TooManyRequests):
+    """A 429 whose response carries ``Retry-After`` (read by the error middleware)."""
+
+    def __init__(self, message: str, retry_after_s: float, *, code: str = "rate_limited",
+                 field: str | None = None) -> None:
+        self.retry_after = max(1, math.ceil(retry_after_s))
+        super().__init__(message, code=code, field=field, details={"retry_after_s": self.retry_after})
+        self.headers = {"Retry-After": str(self.retry_after)}
+
+
+@dataclass
+class _Bucket:
+    tokens: float
+    stamp: float
+
+
+class TokenBuckets:
+    """``rate`` tokens per second up to ``burst`` per key; rate 0 turns the limit off."""
+
+    def __init__(self, rate: float, burst: float, clock=time.monotonic) -> None:
+        self.rate = float(rate)
+        self.burst = float(max(burst, 1))
+        self.clock = clock
+        self._buckets: dict[str, _Bucket] = {}
+
+    @property
+    def enabled(self) -> bool:
+        return self.rate > 0
+
+    def _bucket(self, key: str) -> _Bucket:
+        now = self.clock()
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            if len(self._buckets) >= MAX_BUCKETS:
+                self._prune(now)
+            bucket = self._buckets[key] = _Bucket(self.burst, now)
+        else:
+            bucket.tokens = min(self.burst, bucket.tokens + (now - bucket.stamp) * self.rate)
+            bucket.stamp = now
+        return bucket
+
+    def _prune(self, now: float) -> None:
+        for key, bucket in list(self._buckets.items()):
+            if bucket.tokens + (now - bucket.stamp) * self.rate >= self.burst:
+                del self._buckets[key]
+
+    def wait_s(self, key: str) -> float:
+        """Seconds until ``key`` has a token again; 0 when it has one now."""
+        if not self.enabled:
+            return 0.0
+        bucket = self._bucket(key)
+        return 0.0 if bucket.tokens >= 1 else (1 - bucket.tokens) / self.rate
+
+    def take(self, key: str) -> float:
+        """Spend one token; returns 0, or (spending nothing) the seconds to wait."""
+        wait = self.wait_s(key)
+        if wait == 0 and self.enabled:
+            self._buckets[key].tokens -= 1
+        return wait
+
+    def spend(self, key: str) -> None:
+        """Spend one token even when none is left (failures count however fast they come)."""
+        if self.enabled:
+            bucket = self._bucket(key)
+            bucket.tokens = max(bucket.tokens - 1, -self.burst)
+
+
+class FailureLimiter:
+    """Failed password/secret checks: at most ``burst`` in a row per client address and per
+    target (a room, an access key), refilling over ``window_s``. While either is spent the
+    check is refused before the KDF runs, so guessing costs the attacker time, not the node CPU."""
+
+    def __init__(self, burst: int, window_s: float) -> None:
+        rate = burst / window_s if burst > 0 and window_s > 0 else 0
+        self.buckets = TokenBuckets(rate, burst)
+
+    def check(self, client: str, target: str) -> None:
+        wait = max(self.buckets.wait_s("client:" + client), self.buckets.wait_s("target:" + target))
+        if wait > 0:
+            raise RateLimited("too many failed attempts; wait before trying again", wait,
+                              code="too_many_attempts")
+
+    def failed(self, client: str, target: str) -> None:
+        self.buckets.spend("client:" + client)
+        self.buckets.spend("target:" + target)
