@@ -99,6 +99,7 @@ class Fmp4Writer:
         self._last_dts: dict[str, int] = {}
         self.bytes_in = 0
         self._end = Fraction(0)
+        self._video_end = Fraction(0)  # a file with video lasts as long as its pictures
         self.packets = dict.fromkeys(KINDS, 0)
         self.dropped = 0
         self.closed = False
@@ -166,7 +167,10 @@ class Fmp4Writer:
         self._container.mux(out)
         self.packets[kind] += 1
         self.bytes_in += packet.size
-        self._end = max(self._end, (pts + duration) * tb)
+        end = (pts + duration) * tb
+        self._end = max(self._end, end)
+        if kind == "video":
+            self._video_end = max(self._video_end, end)
         return True
 
     @property
@@ -187,7 +191,8 @@ class Fmp4Writer:
         # nothing muxed means the file was never opened: report it empty rather than fail
         size = os.path.getsize(self.path) if os.path.exists(self.path) else 0
         start = Fraction(0) if self._shift or self._first is None else self._first
-        return Mp4Stats(path=self.path, bytes=size, duration_s=float(self._end - start),
+        end = self._video_end if "video" in self._streams and self.packets["video"] else self._end
+        return Mp4Stats(path=self.path, bytes=size, duration_s=float(end - start),
                         video_packets=self.packets["video"], audio_packets=self.packets["audio"],
                         dropped=self.dropped)
 

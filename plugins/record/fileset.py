@@ -82,7 +82,8 @@ class FileSet:
                  on_file: Callable[[FinishedFile], None],
                  on_segment: Callable[[str, HlsSegment, str], None],
                  to_wall: Callable[[Fraction], float],
-                 keyframe: Callable[[], None] | None = None, max_lag_s: float = 1.0) -> None:
+                 keyframe: Callable[[], None] | None = None, now: Callable[[], float] | None = None,
+                 max_lag_s: float = 1.0) -> None:
         self.spec = spec
         self.sources = sources
         self.infos: dict[str, CodecInfo] = {}
@@ -105,6 +106,7 @@ class FileSet:
         self.on_file, self.on_segment = on_file, on_segment
         self.to_wall = to_wall
         self.keyframe = keyframe
+        self.now = now  # the room clock: the keyframe is asked for when the split point is rendered
         self._keys = list(self.infos)
         self._pending: dict[str, deque[tuple[Fraction, av.Packet]]] = {k: deque() for k in self._keys}
         self._newest: dict[str, Fraction] = {}
@@ -137,6 +139,7 @@ class FileSet:
             while not self._stop.is_set() and self._live:
                 got = self._pull()
                 self._write_ready()
+                self._ask_on_time()
                 if not got:
                     self._stop.wait(0.01)
             for source in self.sources:
@@ -215,16 +218,29 @@ class FileSet:
         if self.has_video and not keyframe:
             return False
         half_frame = Fraction(1, 2 * self.spec.fps) if self.has_video else Fraction(0)
-        timed = bool(self.split_s) and stamp - self.part_start >= self.split_s - half_frame
+        elapsed = stamp - self.part_start
+        if self._keyframe_asked and self.split_s and elapsed >= self.split_s / 2:
+            return True  # the keyframe asked for at the split point (a frame early or late under load)
+        timed = bool(self.split_s) and elapsed >= self.split_s - half_frame
         sized = bool(self.split_bytes) and self._part_bytes() >= self.split_bytes
         return timed or sized
 
     def _maybe_ask_keyframe(self, is_video: bool, stamp: Fraction) -> None:
         if not is_video or self.keyframe is None or self._keyframe_asked or self.part_start is None:
             return
-        lead = Fraction(3, 2 * self.spec.fps)  # the frame being encoded now lands on the boundary
-        if (self.split_s and stamp - self.part_start >= self.split_s - lead) or (
-                self.split_bytes and self._part_bytes() >= self.split_bytes):
+        late = self.now is None and self.split_s and stamp - self.part_start >= self.split_s - Fraction(
+            3, 2 * self.spec.fps)
+        if late or (self.split_bytes and self._part_bytes() >= self.split_bytes):
+            self._keyframe_asked = True
+            self.keyframe()
+
+    def _ask_on_time(self) -> None:
+        """Ask for the keyframe half a frame before the split point is rendered, so the picture
+        drawn at that instant is the one encoded as a keyframe."""
+        if self.keyframe is None or self.now is None or self._keyframe_asked or self.part_start is None \
+                or not self.split_s:
+            return
+        if self.now() >= float(self.part_start) + self.split_s - 0.5 / self.spec.fps:
             self._keyframe_asked = True
             self.keyframe()
 

@@ -181,7 +181,8 @@ class RecordRunner:
     def _fileset(self, spec: FileSetSpec, sources: list[Any], keyframe: Any = None) -> FileSet:
         return FileSet(spec, sources, open_file=lambda fmt, i, start: self._open_file(spec, fmt, i, start),
                        open_segment=self._open_segment, on_file=lambda done: self._on_file(spec, done),
-                       on_segment=self._on_segment, to_wall=self._to_wall, keyframe=keyframe)
+                       on_segment=self._on_segment, to_wall=self._to_wall, keyframe=keyframe,
+                       now=self.media.bus.clock.now if keyframe is not None else None)
 
     # ---------------------------------------------------------------- individual
     def _sync_individual(self) -> None:
