@@ -65,6 +65,6 @@ async def test_split_every_2s_joins_without_gap_or_overlap(client: Any, auth: di
         jump = (after[0] - before[-1]) % (1 << 10)
         dt = files[i]["duration_s"] - stamps[i][-1]
         assert dt == pytest.approx(frame, abs=frame / 2)
-        assert 0 < jump and abs(jump - dt * SOURCE_FPS) <= 2, (before[-3:], after[:3], dt)
+        assert jump > 0 and abs(jump - dt * SOURCE_FPS) <= 2, (before[-3:], after[:3], dt)
     inner = [(b - a) % (1 << 10) for part in counters for a, b in itertools.pairwise(part)]
     assert sorted(inner)[len(inner) // 2] == pytest.approx(step, abs=1)  # the probe reads the counter
