@@ -210,6 +210,10 @@ class TaskService:
     def final_status(self, reason: str) -> str:
         return "complete"
 
+    def ended_data(self, task: Task, reason: str) -> dict[str, Any]:
+        """Extra fields of the ended event when a task is stopped (a kind's final report)."""
+        return {}
+
     async def stop(self, task_id: str, reason: str = "api") -> Task:
         task = self.get(task_id)
         if not task.active:
@@ -218,7 +222,8 @@ class TaskService:
             await self.book.set_status(task, self.ending_status)
         try:
             task.result.update(await task.runner.stop())
-            await self.book.set_status(task, self.final_status(reason), ended=True, reason=reason)
+            await self.book.set_status(task, self.final_status(reason), ended=True, reason=reason,
+                                       **self.ended_data(task, reason))
         except Exception as exc:
             log.exception(f"{self.noun} failed while stopping", task_id=task_id)
             await self.book.set_status(task, "failed", error={"code": "stop_failed", "message": str(exc)},

@@ -36,6 +36,17 @@ log = structlog.get_logger(__name__)
 
 MOVFLAGS = "frag_keyframe+empty_moov+default_base_moof"
 KINDS = ("video", "audio")
+# file format -> (FFmpeg muxer, options): every one is playable up to its last flushed packet
+MUXERS: dict[str, tuple[str, dict[str, str]]] = {
+    "mp4": ("mp4", {"movflags": MOVFLAGS, "flush_packets": "1"}),
+    # audio packets are all keyframes: fragment by time (1 s), not at every packet
+    "m4a": ("ipod", {"movflags": "empty_moov+default_base_moof", "frag_duration": "1000000",
+                     "flush_packets": "1"}),
+    "ogg": ("ogg", {"flush_packets": "1"}),
+    "wav": ("wav", {}),
+    "mp3": ("mp3", {}),
+    "ts": ("mpegts", {"flush_packets": "1"}),
+}
 
 
 @dataclass
@@ -49,23 +60,29 @@ class Mp4Stats:
 
 
 class Fmp4Writer:
-    """Writes encoded packets (``write(packet, "video"|"audio")``) to a fragmented MP4.
+    """Writes encoded packets (``write(packet, "video"|"audio")``) to a fragmented MP4 (or,
+    with ``fmt``, to another container of :data:`MUXERS`).
 
     The file starts at the first video keyframe (the first packet for audio-only files):
-    earlier packets are dropped and every timestamp is shifted so the file starts at 0.
+    earlier packets are dropped and every timestamp is shifted so the file starts at 0
+    (``origin`` fixes that instant instead, in seconds of the packets' clock; ``shift=False``
+    keeps the timestamps as they are, as HLS segments of one playlist want).
     Packets are copied before muxing, so packets shared with other outputs stay untouched.
     """
 
-    def __init__(self, path: str | os.PathLike[str], video: CodecInfo | None, audio: CodecInfo | None) -> None:
+    def __init__(self, path: str | os.PathLike[str], video: CodecInfo | None, audio: CodecInfo | None, *,
+                 fmt: str = "mp4", origin: Fraction | None = None, shift: bool = True,
+                 video_fps: int = 30) -> None:
         if video is None and audio is None:
             raise ValueError("an MP4 needs a video or an audio stream")
         self.path = os.fspath(path)
+        self.fmt = fmt
+        muxer, options = MUXERS[fmt]
         # flush_packets: each fragment reaches the disk when it is cut, not when a 32 KB
         # buffer fills, so a crash loses at most the fragment being built
-        self._container = av.open(self.path, "w", format="mp4",
-                                  container_options={"movflags": MOVFLAGS, "flush_packets": "1"})
+        self._container = av.open(self.path, "w", format=muxer, container_options=dict(options))
         self._streams: dict[str, av.stream.Stream] = {}
-        scratch = av.open(io.BytesIO(), "w", format="mp4")  # templates only, never written
+        scratch = av.open(io.BytesIO(), "w", format=muxer)  # templates only, never written
         try:
             for kind, info in (("video", video), ("audio", audio)):
                 if info is not None:
@@ -75,9 +92,14 @@ class Fmp4Writer:
             raise
         finally:
             scratch.close()
-        self._origin: Fraction | None = None  # room time of the file's first instant
+        self._origin: Fraction | None = origin  # room time of the file's first instant
+        self._shift = shift
+        self._video_fps = video_fps
+        self._first: Fraction | None = None  # time of the first packet written
         self._last_dts: dict[str, int] = {}
+        self.bytes_in = 0
         self._end = Fraction(0)
+        self._video_end = Fraction(0)  # a file with video lasts as long as its pictures
         self.packets = dict.fromkeys(KINDS, 0)
         self.dropped = 0
         self.closed = False
@@ -109,7 +131,7 @@ class Fmp4Writer:
 
     @property
     def started(self) -> bool:
-        return self._origin is not None
+        return self._first is not None
 
     def write(self, packet: av.Packet, kind: str) -> bool:
         """Mux one packet; False when it was dropped."""
@@ -119,12 +141,15 @@ class Fmp4Writer:
             return False
         tb = packet.time_base
         pts_s = packet.pts * tb
-        if self._origin is None:
+        if self._first is None:
             if "video" in self._streams and (kind != "video" or not packet.is_keyframe):
                 self.dropped += 1
                 return False
-            self._origin = pts_s
-        shift = round(self._origin / tb)
+            if self._origin is None:
+                self._origin = pts_s
+            self._first = pts_s
+        assert self._origin is not None
+        shift = round(self._origin / tb) if self._shift else 0
         pts = packet.pts - shift
         dts = (packet.dts if packet.dts is not None else packet.pts) - shift
         if pts < 0 or (kind in self._last_dts and dts <= self._last_dts[kind]):
@@ -133,13 +158,30 @@ class Fmp4Writer:
         self._last_dts[kind] = dts
         out = av.Packet(packet)  # one copy of the payload; the original may be shared
         out.pts, out.dts, out.time_base = pts, dts, tb
-        out.duration = packet.duration or 0
+        duration = packet.duration or 0
+        if not duration and kind == "video":  # the last frame of a part still lasts one period
+            duration = round(1 / (self._video_fps * tb))
+        out.duration = duration
         out.is_keyframe = packet.is_keyframe
         out.stream = stream
         self._container.mux(out)
         self.packets[kind] += 1
-        self._end = max(self._end, (pts + (packet.duration or 0)) * tb)
+        self.bytes_in += packet.size
+        end = (pts + duration) * tb
+        self._end = max(self._end, end)
+        if kind == "video":
+            self._video_end = max(self._video_end, end)
         return True
+
+    @property
+    def first_s(self) -> Fraction | None:
+        """Time (on the packets' clock) of the first packet written, None before it."""
+        return self._first
+
+    @property
+    def end_s(self) -> Fraction:
+        """Time (on the packets' clock) where the written media ends."""
+        return self._end + (self._origin if self._origin is not None and self._shift else 0)
 
     def close(self) -> Mp4Stats:
         """Finish the file (last fragment, index) and report it."""
@@ -148,7 +190,9 @@ class Fmp4Writer:
             self._container.close()
         # nothing muxed means the file was never opened: report it empty rather than fail
         size = os.path.getsize(self.path) if os.path.exists(self.path) else 0
-        return Mp4Stats(path=self.path, bytes=size, duration_s=float(self._end),
+        start = Fraction(0) if self._shift or self._first is None else self._first
+        end = self._video_end if "video" in self._streams and self.packets["video"] else self._end
+        return Mp4Stats(path=self.path, bytes=size, duration_s=float(end - start),
                         video_packets=self.packets["video"], audio_packets=self.packets["audio"],
                         dropped=self.dropped)
 

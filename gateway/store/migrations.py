@@ -21,7 +21,12 @@ def _v1_initial(conn: sa.Connection) -> None:
         table.create(conn, checkfirst=True)
 
 
-MIGRATIONS: list[Migration] = [_v1_initial]
+def _recordings(conn: sa.Connection) -> None:
+    """Recorded files, listed by GET /v1/recordings (also after a restart)."""
+    tables.recordings.create(conn, checkfirst=True)
+
+
+MIGRATIONS: list[Migration] = [_v1_initial, _recordings]
 
 
 def current_version(conn: sa.Connection) -> int:

@@ -65,3 +65,21 @@ tasks = sa.Table(
     sa.Column("updated_at", sa.Float, nullable=False),
     sa.Column("ended_at", sa.Float),
 )
+
+recordings = sa.Table(
+    "recordings", metadata,
+    sa.Column("recording_id", sa.String(64), primary_key=True),
+    sa.Column("egress_id", sa.String(64), nullable=False, index=True),
+    sa.Column("room_id", sa.String(64), nullable=False, index=True),
+    sa.Column("participant_id", sa.String(128)),
+    sa.Column("filename", sa.String(1024), nullable=False),  # the storage key
+    sa.Column("format", sa.String(16), nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False, default=0),
+    sa.Column("duration_s", sa.Float, nullable=False, default=0.0),
+    sa.Column("started_at", sa.Float, nullable=False, index=True),
+    sa.Column("ended_at", sa.Float, nullable=False),
+    sa.Column("backend", sa.String(32), nullable=False),
+    sa.Column("url", sa.String(2048)),
+    sa.Column("upload", sa.String(16), nullable=False, default="pending"),  # pending, done, failed
+    sa.Column("meta", sa.JSON, nullable=False, default=dict),
+)

@@ -101,6 +101,8 @@ class LocalStoragePlugin:
             from gateway.api.middleware import require_operator
 
             require_operator(request, "storage.read")
-            return web.FileResponse(backend.resolve(request.match_info["key"]))
+            path = backend.resolve(request.match_info["key"])
+            return web.FileResponse(path, headers={"Content-Disposition": f'attachment; filename="{path.name}"',
+                                                   "X-Content-Type-Options": "nosniff"})
 
         app.router.add_get("/v1/storage/local/{key:.+}", download)

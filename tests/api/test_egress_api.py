@@ -20,7 +20,7 @@ async def room(client: Any, auth: dict[str, str]) -> str:
 
 @pytest.mark.parametrize(("body", "status", "code", "field"), [
     ({"kind": "teleport"}, 400, "validation_error", "kind"),
-    ({"kind": "record", "record": {"formats": ["hls"]}}, 400, "validation_error", "record.formats"),
+    ({"kind": "record", "record": {"file_prefix": "../x"}}, 400, "validation_error", "record.file_prefix"),
     ({"kind": "record", "record": {"storage": {"backend": "ftp"}}}, 400, "validation_error",
      "record.storage.backend"),
     ({"kind": "record", "urls": ["rtmp://cdn/live/x"]}, 400, "validation_error", "urls"),

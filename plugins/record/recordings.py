@@ -1,0 +1,132 @@
+"""Recorded files in the store (table ``recordings``) and the API that lists them:
+
+- ``GET /v1/recordings?room_id=&egress_id=&since=&until=&limit=``: files (newest first) whose
+  time overlaps [since, until] (Unix seconds), with size, duration, start/end, storage URL and
+  upload state; rows outlive restarts.
+- ``GET /v1/recordings/{recording_id}``: one file.
+- ``GET /v1/recordings/{recording_id}/download``: the file itself from the ``local`` backend
+  (``Content-Disposition: attachment``, ``X-Content-Type-Options: nosniff``), or a redirect to
+  the storage URL of another backend.
+"""
+
+from __future__ import annotations
+
+import math
+import mimetypes
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from aiohttp import web
+
+from gateway.errors import NotFound, ValidationFailed
+from gateway.store.tables import recordings as table
+
+if TYPE_CHECKING:
+    from gateway.node import Node
+
+COLUMNS = {c.name for c in table.columns}
+CONTENT_TYPES = {"mp4": "video/mp4", "m3u8": "application/vnd.apple.mpegurl", "m4a": "audio/mp4",
+                 "ogg": "audio/ogg", "wav": "audio/wav", "mp3": "audio/mpeg", "ts": "video/mp2t"}
+
+
+def _row(info: dict[str, Any]) -> dict[str, Any]:
+    row = {k: v for k, v in info.items() if k in COLUMNS and k != "meta"}
+    row["meta"] = {k: v for k, v in info.items() if k not in COLUMNS}
+    return row
+
+
+def _public(row: dict[str, Any]) -> dict[str, Any]:
+    meta = row.pop("meta", None) or {}
+    return {**row, **meta}
+
+
+async def insert(node: Node, info: dict[str, Any]) -> None:
+    async with node.store.engine.begin() as conn:
+        await conn.execute(table.insert().values(**_row(info)))
+
+
+async def update_upload(node: Node, data: dict[str, Any], failed: bool) -> bool:
+    """Mark a file uploaded (or failed) from an upload event; False when no row matches."""
+    changes: dict[str, Any] = {"upload": "failed" if failed else "done"}
+    if not failed and data.get("url"):
+        changes["url"] = data["url"]
+    query = table.update().where(table.c.egress_id == data.get("egress_id"),
+                                 table.c.filename == data.get("filename")).values(**changes)
+    async with node.store.engine.begin() as conn:
+        result = await conn.execute(query)
+    return result.rowcount > 0
+
+
+async def list_rows(node: Node, *, room_id: str | None = None, egress_id: str | None = None,
+                    since: float | None = None, until: float | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+    query = sa.select(table).order_by(table.c.started_at.desc(), table.c.recording_id).limit(limit)
+    if room_id:
+        query = query.where(table.c.room_id == room_id)
+    if egress_id:
+        query = query.where(table.c.egress_id == egress_id)
+    if since is not None:
+        query = query.where(table.c.ended_at >= since)
+    if until is not None:
+        query = query.where(table.c.started_at <= until)
+    async with node.store.engine.connect() as conn:
+        return [_public(dict(r)) for r in (await conn.execute(query)).mappings().all()]
+
+
+async def get_row(node: Node, recording_id: str) -> dict[str, Any]:
+    async with node.store.engine.connect() as conn:
+        row = (await conn.execute(sa.select(table).where(table.c.recording_id == recording_id))).mappings().first()
+    if row is None:
+        raise NotFound(f"recording {recording_id!r} does not exist", code="recording_not_found",
+                       field="recording_id")
+    return _public(dict(row))
+
+
+def _number(request: web.Request, name: str) -> float | None:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValidationFailed(f"{name} must be a Unix time in seconds", field=name) from None
+    if not math.isfinite(value):
+        raise ValidationFailed(f"{name} must be a finite number", field=name)
+    return value
+
+
+def add_routes(app: web.Application, node: Node) -> None:
+    from gateway.api.middleware import require_operator
+
+    async def list_recordings(request: web.Request) -> web.Response:
+        require_operator(request, "recordings.read")
+        limit_raw = request.query.get("limit", "1000")
+        if not limit_raw.isdigit() or not 1 <= int(limit_raw) <= 10000:
+            raise ValidationFailed("limit must be an integer from 1 to 10000", field="limit")
+        rows = await list_rows(node, room_id=request.query.get("room_id") or None,
+                               egress_id=request.query.get("egress_id") or None, since=_number(request, "since"),
+                               until=_number(request, "until"), limit=int(limit_raw))
+        return web.json_response({"recordings": rows, "count": len(rows)})
+
+    async def get_recording(request: web.Request) -> web.Response:
+        require_operator(request, "recordings.read")
+        return web.json_response(await get_row(node, request.match_info["recording_id"]))
+
+    async def download(request: web.Request) -> web.StreamResponse:
+        require_operator(request, "recordings.read")
+        row = await get_row(node, request.match_info["recording_id"])
+        backend = node.storage.get(row["backend"])
+        resolve = getattr(backend, "resolve", None)
+        if resolve is None:
+            if not row.get("url"):
+                raise NotFound("the file is not in storage yet", code="file_not_found", field="recording_id")
+            raise web.HTTPTemporaryRedirect(row["url"])
+        path = resolve("/".join(p for p in (row.get("storage_prefix", "").strip("/"), row["filename"]) if p))
+        name = row["filename"].rsplit("/", 1)[-1]
+        ext = name.rsplit(".", 1)[-1]
+        return web.FileResponse(path, headers={
+            "Content-Disposition": f'attachment; filename="{name}"', "X-Content-Type-Options": "nosniff",
+            "Content-Type": CONTENT_TYPES.get(ext) or mimetypes.guess_type(name)[0] or "application/octet-stream"})
+
+    app.router.add_get("/v1/recordings", list_recordings)
+    app.router.add_get("/v1/recordings/{recording_id}", get_recording)
+    app.router.add_get("/v1/recordings/{recording_id}/download", download)
