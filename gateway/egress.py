@@ -113,6 +113,7 @@ class EgressRequest(Strict):
     encoding: Encoding = Field(default_factory=Encoding)
     layout: Layout | None = Field(None, description="this task's own layout; default is the room's")
     audio: AudioSelection | None = None
+    audio_only: bool = Field(False, description="push audio only (kind rtmp; recordings use record.audio_only)")
     callback_url: str | None = Field(None, pattern=r"^https?://")
 
     @field_validator("urls")

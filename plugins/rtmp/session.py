@@ -1,0 +1,224 @@
+"""One RTMP connection on the ingest server: handshake, NetConnection and NetStream commands
+(connect, releaseStream, FCPublish, createStream, publish, deleteStream), acknowledgements, and
+the audio/video messages of a publish handed to its :class:`~plugins.rtmp.ingest.Publisher`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from plugins.rtmp import amf0, handshake
+from plugins.rtmp import chunk as ch
+from plugins.rtmp.flv import UnsupportedCodec
+
+if TYPE_CHECKING:
+    from plugins.rtmp.ingest import Publisher
+    from plugins.rtmp.server import RtmpServer
+
+log = structlog.get_logger(__name__)
+
+READ_SIZE = 1 << 16
+
+
+class Rejected(Exception):
+    """A publish refused (unknown stream key, room closed, no publish permission)."""
+
+    def __init__(self, code: str, reason: str, room_id: str | None = None) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+        self.room_id = room_id
+
+
+class RtmpConnection:
+    def __init__(self, server: RtmpServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.server = server
+        self.config = server.config
+        self.reader = reader
+        self.writer = writer
+        peer = writer.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        self.decoder = ch.ChunkDecoder(max_message=self.config.max_message_bytes)
+        self.encoder = ch.ChunkEncoder()
+        self.app = ""
+        self.tc_url = ""
+        self.stream_name = ""
+        self.publisher: Publisher | None = None
+        self.metadata: dict[str, Any] = {}
+        self.close_reason = ""
+        self._acked = 0
+        self._peer_window = 0  # the peer's window: we acknowledge what it sends
+        self._closing = False
+
+    # ------------------------------------------------------------------ lifecycle
+    async def run(self) -> None:
+        reason = "closed"
+        try:
+            await asyncio.wait_for(self._handshake(), self.config.handshake_timeout_s)
+            await self._serve()
+        except TimeoutError:
+            reason = "timeout"
+        except (asyncio.IncompleteReadError, ConnectionError):
+            reason = "disconnected"
+        except (handshake.HandshakeError, ch.ProtocolError, amf0.AmfError) as exc:
+            reason = f"protocol error: {exc}"
+        except UnsupportedCodec as exc:
+            reason = f"unsupported codec: {exc}"
+            if self.publisher is not None:
+                self.publisher.fail("unsupported_codec", str(exc))
+        except Exception:
+            log.exception("rtmp connection failed", peer=self.peer)
+            reason = "internal error"
+        finally:
+            reason = self.close_reason or reason
+            log.info("rtmp connection closed", peer=self.peer, reason=reason, stream=self._masked(),
+                     bytes_in=self.decoder.bytes_in)
+            await self._end_publish(reason)
+            self._close_transport()
+
+    def close(self, reason: str) -> None:
+        """Drop the connection (a kick, a re-publish with the same key, the node stopping)."""
+        if not self.close_reason:
+            self.close_reason = reason
+        self._close_transport()
+
+    def _close_transport(self) -> None:
+        if not self._closing:
+            self._closing = True
+            self.writer.close()
+
+    def _masked(self) -> str:
+        name = self.stream_name
+        return name[:4] + "…" if len(name) > 4 else name
+
+    # ------------------------------------------------------------------ handshake
+    async def _handshake(self) -> None:
+        c0 = await self.reader.readexactly(1)
+        handshake.check_version(c0)
+        c1 = await self.reader.readexactly(handshake.SIZE)
+        s1 = handshake.c1()
+        self.writer.write(bytes([handshake.VERSION]) + s1 + c1)
+        await self.writer.drain()
+        await self.reader.readexactly(handshake.SIZE)  # C2: an echo of S1, not checked (clients vary)
+
+    # ------------------------------------------------------------------ messages
+    async def _serve(self) -> None:
+        while True:
+            data = await asyncio.wait_for(self.reader.read(READ_SIZE), self.config.idle_timeout_s)
+            if not data:
+                return
+            messages = self.decoder.feed(data)
+            if self._peer_window and self.decoder.bytes_in - self._acked >= self._peer_window:
+                self._acked = self.decoder.bytes_in
+                self._send(*ch.control(ch.ACK, self._acked & 0xFFFFFFFF))
+            for message in messages:
+                await self._handle(message)
+            if self.writer.transport.get_write_buffer_size() > 1 << 20:
+                raise ch.ProtocolError("the peer does not read what we send")
+
+    async def _handle(self, message: ch.Message) -> None:
+        kind = message.type_id
+        if kind == ch.VIDEO or kind == ch.AUDIO:
+            if self.publisher is None:
+                raise ch.ProtocolError("media before publish")
+            if kind == ch.VIDEO:
+                self.publisher.on_video(message.timestamp, message.payload)
+            else:
+                self.publisher.on_audio(message.timestamp, message.payload)
+        elif kind == ch.COMMAND_AMF0 or kind == ch.COMMAND_AMF3:
+            payload = message.payload[1:] if kind == ch.COMMAND_AMF3 else message.payload
+            await self._command(message.stream_id, amf0.decode_all(payload))
+        elif kind == ch.DATA_AMF0 or kind == ch.DATA_AMF3:
+            payload = message.payload[1:] if kind == ch.DATA_AMF3 else message.payload
+            self._data(amf0.decode_all(payload))
+        elif kind == ch.WINDOW_ACK_SIZE and len(message.payload) >= 4:
+            self._peer_window = int.from_bytes(message.payload[:4], "big")
+        elif kind == ch.USER_CONTROL and len(message.payload) >= 6:
+            event = int.from_bytes(message.payload[:2], "big")
+            if event == 6:  # PingRequest -> PingResponse
+                self._send(*ch.user_control(7, int.from_bytes(message.payload[2:6], "big")))
+        elif kind == ch.AGGREGATE:
+            raise ch.ProtocolError("aggregate messages are not supported")
+        # SET_CHUNK_SIZE and ABORT are handled by the decoder; ACK and bandwidth need nothing
+
+    def _data(self, values: list[Any]) -> None:
+        if values and values[0] == "@setDataFrame":
+            values = values[1:]
+        if len(values) >= 2 and values[0] == "onMetaData" and isinstance(values[1], dict):
+            self.metadata = values[1]
+            if self.publisher is not None:
+                self.publisher.on_metadata(self.metadata)
+
+    async def _command(self, stream_id: int, values: list[Any]) -> None:
+        if not values or not isinstance(values[0], str):
+            raise ch.ProtocolError("command without a name")
+        name = values[0]
+        txn = values[1] if len(values) > 1 and isinstance(values[1], float) else 0.0
+        if name == "connect":
+            params = values[2] if len(values) > 2 and isinstance(values[2], dict) else {}
+            self.app = str(params.get("app", ""))
+            self.tc_url = str(params.get("tcUrl", ""))
+            self._send(*ch.control(ch.WINDOW_ACK_SIZE, self.config.window_ack_size))
+            self._send(*ch.control(ch.SET_PEER_BANDWIDTH, self.config.window_ack_size, b"\x02"))
+            self._write(self.encoder.set_chunk_size(self.config.chunk_size))
+            self._send(*ch.user_control(0, 0))  # StreamBegin 0
+            self._result(0, txn, {"fmsVer": "FMS/3,5,7,7009", "capabilities": 31.0, "mode": 1.0},
+                         {"level": "status", "code": "NetConnection.Connect.Success",
+                          "description": "Connection succeeded.", "objectEncoding": 0.0})
+        elif name == "createStream":
+            self._result(0, txn, None, 1.0)
+        elif name in ("releaseStream", "FCPublish", "getStreamLength"):
+            if txn:
+                self._result(0, txn, None)
+        elif name == "publish":
+            await self._publish(stream_id or 1, values[3] if len(values) > 3 else "")
+        elif name in ("FCUnpublish", "deleteStream", "closeStream"):
+            await self._end_publish("unpublished")
+        elif name == "play":
+            self._status(stream_id or 1, "error", "NetStream.Play.Failed", "this server takes publishers only")
+            self.close("play refused")
+        # anything else (checkbw, _checkbw, ...) is ignored, as other servers do
+
+    async def _publish(self, stream_id: int, name: Any) -> None:
+        if self.publisher is not None:
+            raise ch.ProtocolError("a second publish on one connection")
+        key = str(name or "").split("?", 1)[0].strip()
+        if not key and "/" in self.app:  # rtmp://host/live/KEY given to a client that puts it all in app
+            key = self.app.split("/", 1)[1]
+        self.stream_name = key
+        try:
+            publisher = await self.server.authorize(key, self)
+        except Rejected as exc:
+            log.warning("rtmp publish refused", peer=self.peer, reason=exc.reason, code=exc.code, app=self.app)
+            self._status(stream_id, "error", "NetStream.Publish.BadName", exc.reason)
+            self.close(f"refused: {exc.reason}")
+            return
+        self.publisher = publisher
+        publisher.stream_id = stream_id
+        if self.metadata:
+            publisher.on_metadata(self.metadata)
+        self._send(*ch.user_control(0, stream_id))
+        self._status(stream_id, "status", "NetStream.Publish.Start", f"{key[:4]}… is now published")
+
+    async def _end_publish(self, reason: str) -> None:
+        publisher, self.publisher = self.publisher, None
+        if publisher is not None:
+            await publisher.end(reason)
+
+    # ------------------------------------------------------------------ writing
+    def _write(self, data: bytes) -> None:
+        if not self._closing:
+            self.writer.write(data)
+
+    def _send(self, csid: int, type_id: int, stream_id: int, timestamp: int, payload: bytes) -> None:
+        self._write(self.encoder.encode(csid, type_id, stream_id, timestamp, payload))
+
+    def _result(self, stream_id: int, txn: float, *values: Any) -> None:
+        self._send(ch.CS_COMMAND, ch.COMMAND_AMF0, stream_id, 0, amf0.encode_all("_result", txn, *values))
+
+    def _status(self, stream_id: int, level: str, code: str, description: str) -> None:
+        body = amf0.encode_all("onStatus", 0.0, None, {"level": level, "code": code, "description": description})
+        self._send(ch.CS_DATA, ch.COMMAND_AMF0, stream_id, 0, body)
