@@ -109,6 +109,8 @@ class MediaConfig(Section):
     audio_jitter_ms: int = Field(60, ge=20, le=1000, description="Target audio jitter buffer depth.")
     encoder_threads: int = Field(1, ge=0, description="libx264 threads per encoder; 1 spends the least CPU "
                                  "per frame, 0 lets x264 use every core (lower latency, more CPU).")
+    decoder_threads: int = Field(1, ge=0, le=16, description="threads per video track decoder; 1 spends the "
+                                 "least CPU per frame, 0 lets FFmpeg use every core (lower latency for 4K).")
     loop_lag_warn_ms: int = Field(50, gt=0)
 
 

@@ -55,6 +55,7 @@ class IngressRequest(Strict):
     identity: str = Field(min_length=1, max_length=128, pattern=IDENTITY_PATTERN)
     name: str | None = Field(None, max_length=128)
     url: str | None = Field(None, max_length=2048)
+    file_id: str | None = Field(None, max_length=64, description="an uploaded file to play (kind url)")
     replay_times: int = Field(0, ge=-1, le=1_000_000, description="0 once, -1 forever, n more times")
     start_s: float = Field(0, ge=0, le=1e9)
     audio_only: bool = False
@@ -67,6 +68,7 @@ class IngressControl(Strict):
     action: Literal["pause", "resume", "seek", "switch"]
     position_s: float | None = Field(None, ge=0)
     url: str | None = None
+    file_id: str | None = Field(None, max_length=64, description="switch to an uploaded file")
 
 
 class IngressRunner(Protocol):

@@ -32,7 +32,7 @@ from gateway.media.layout.resolve import UnknownSource, resolve
 from gateway.media.layout.templates import TemplateRegistry, UnknownTemplate
 from gateway.media.mixer import AudioMixer, MixOutput
 from gateway.media.overlays import OverlayRenderer, WatermarkError
-from gateway.media.track import TrackKind, TrackSource
+from gateway.media.track import DecoderSettings, TrackKind, TrackSource
 
 if TYPE_CHECKING:
     from gateway.node import Node
@@ -283,6 +283,7 @@ class MediaService:
         self.node = node
         self.templates = TemplateRegistry()
         self._font: str | None = None
+        DecoderSettings.threads = node.config.media.decoder_threads
 
     @property
     def font_path(self) -> str:
