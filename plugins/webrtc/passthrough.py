@@ -24,7 +24,9 @@ import av
 
 from plugins.webrtc.bitstream import h264_is_keyframe, vp8_is_keyframe
 
-Sink = Callable[[str, av.Packet], None]  # (ffmpeg codec name, packet), called on the worker thread
+# (ffmpeg codec name, packet) -> whether the publisher should send a keyframe (RTCP PLI);
+# called on the worker thread
+Sink = Callable[[str, av.Packet], bool]
 
 _original_worker = rtcrtpreceiver.decoder_worker
 _sinks: weakref.WeakKeyDictionary[Any, Sink] = weakref.WeakKeyDictionary()
@@ -67,7 +69,8 @@ def packet_worker(loop: asyncio.AbstractEventLoop, input_q: queue.Queue, output_
         if name is None or not frame.data:
             continue
         try:
-            sink(name, to_packet(name, codec.clockRate, frame.data, frame.timestamp))
+            if sink(name, to_packet(name, codec.clockRate, frame.data, frame.timestamp)):
+                decode_error.set()  # aiortc answers this with a PLI on the next RTP packet
         except Exception:  # a bad frame must not end the receiver
             decode_error.set()
 

@@ -43,8 +43,12 @@ class TrackFeed:
         self.packets = 0
         self._lock = threading.Lock()
         self.closed = False
+        self._decoding = False
+        self._errors = 0
 
-    def __call__(self, codec: str, packet: av.Packet) -> None:
+    def __call__(self, codec: str, packet: av.Packet) -> bool:
+        """Push one packet; True asks the publisher for a keyframe: a decoder just started
+        mid-stream, or it failed (browsers send keyframes only when asked)."""
         track = self.track
         if track is None:
             with self._lock:
@@ -57,6 +61,13 @@ class TrackFeed:
                 track = self.track
         self.packets += 1
         track.push_packet(packet)
+        if self.kind is not TrackKind.VIDEO:
+            return False
+        decoding = track._decoder is not None
+        errors = track.decode_errors
+        want = (decoding and not self._decoding) or errors > self._errors
+        self._decoding, self._errors = decoding, errors
+        return want
 
     def close(self) -> None:
         with self._lock:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -34,16 +35,22 @@ class Rtc:
         return self.node.pm.get_plugin("webrtc")
 
 
-@pytest.fixture
-async def rtc(make_node: Callable[..., Awaitable[Any]]) -> AsyncIterator[Rtc]:
+@contextlib.asynccontextmanager
+async def open_rtc(make_node: Callable[..., Awaitable[Any]], *overrides: str) -> AsyncIterator[Rtc]:
     """A node with the WebRTC plugin on loopback, served over real TCP (aiortc clients dial it)."""
-    node = await make_node(*LOOPBACK)
+    node = await make_node(*LOOPBACK, *overrides)
     async with TestClient(TestServer(node.app)) as client:
         node.url = str(client.make_url("")).rstrip("/")
         response = await client.post("/v1/auth/token", json={"access_key": ACCESS_KEY, "secret_key": SECRET_KEY})
         assert response.status == 200, await response.text()
         auth = {"Authorization": f"Bearer {(await response.json())['token']}"}
         yield Rtc(node, client, Api(client, auth))
+
+
+@pytest.fixture
+async def rtc(make_node: Callable[..., Awaitable[Any]]) -> AsyncIterator[Rtc]:
+    async with open_rtc(make_node) as opened:
+        yield opened
 
 
 def make_h264_ts(path: Path, colour: str, tone_hz: float, seconds: float = 6) -> Path:
