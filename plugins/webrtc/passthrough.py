@@ -1,0 +1,79 @@
+"""Encoded frames out of aiortc without decoding them.
+
+aiortc's ``RTCRtpReceiver`` reassembles RTP into whole encoded frames (its jitter buffer)
+and hands them to ``decoder_worker`` on a thread, which decodes them into the remote
+track's queue. For the gateway's receivers we run :func:`packet_worker` instead: each
+encoded frame becomes an ``av.Packet`` (timestamps on the RTP clock, keyframes flagged) and
+goes straight to a sink — the gateway :class:`Track`, which forwards packets as they are and
+decodes once only when someone needs pixels or samples. Receivers not registered here (a
+test's own aiortc client in the same process) keep aiortc's decoder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+import weakref
+from collections.abc import Callable
+from fractions import Fraction
+from typing import Any
+
+import aiortc.rtcrtpreceiver as rtcrtpreceiver
+import av
+
+from plugins.webrtc.bitstream import h264_is_keyframe, vp8_is_keyframe
+
+# (ffmpeg codec name, packet) -> whether the publisher should send a keyframe (RTCP PLI);
+# called on the worker thread
+Sink = Callable[[str, av.Packet], bool]
+
+_original_worker = rtcrtpreceiver.decoder_worker
+_sinks: weakref.WeakKeyDictionary[Any, Sink] = weakref.WeakKeyDictionary()
+_lock = threading.Lock()
+CODEC_NAMES = {"h264": "h264", "vp8": "vp8", "opus": "opus", "pcmu": "pcm_mulaw", "pcma": "pcm_alaw"}
+
+
+def register(remote_track: Any, sink: Sink) -> None:
+    """Route `remote_track`'s encoded frames to `sink` (call before the connection starts)."""
+    with _lock:
+        _sinks[remote_track._queue] = sink
+
+
+def to_packet(codec_name: str, clock_rate: int, data: bytes, timestamp: int) -> av.Packet:
+    packet = av.Packet(data)
+    packet.pts = packet.dts = timestamp
+    packet.time_base = Fraction(1, clock_rate)
+    if codec_name == "h264":
+        packet.is_keyframe = h264_is_keyframe(data)
+    elif codec_name == "vp8":
+        packet.is_keyframe = vp8_is_keyframe(data)
+    else:
+        packet.is_keyframe = True
+    return packet
+
+
+def packet_worker(loop: asyncio.AbstractEventLoop, input_q: queue.Queue, output_q: asyncio.Queue,
+                  decode_error: threading.Event) -> None:
+    with _lock:
+        sink = _sinks.get(output_q)
+    if sink is None:
+        return _original_worker(loop, input_q, output_q, decode_error)
+    while True:
+        task = input_q.get()
+        if task is None:
+            asyncio.run_coroutine_threadsafe(output_q.put(None), loop)  # ends the remote track
+            return
+        codec, frame = task
+        name = CODEC_NAMES.get(codec.name.lower())
+        if name is None or not frame.data:
+            continue
+        try:
+            if sink(name, to_packet(name, codec.clockRate, frame.data, frame.timestamp)):
+                decode_error.set()  # aiortc answers this with a PLI on the next RTP packet
+        except Exception:  # a bad frame must not end the receiver
+            decode_error.set()
+
+
+def install() -> None:
+    rtcrtpreceiver.decoder_worker = packet_worker
