@@ -21,7 +21,12 @@ def _v1_initial(conn: sa.Connection) -> None:
         table.create(conn, checkfirst=True)
 
 
-MIGRATIONS: list[Migration] = [_v1_initial]
+def _sip_tables(conn: sa.Connection) -> None:
+    for table in (tables.sip_gates, tables.sip_accounts, tables.sip_routes):
+        table.create(conn, checkfirst=True)
+
+
+MIGRATIONS: list[Migration] = [_v1_initial, _sip_tables]
 
 
 def current_version(conn: sa.Connection) -> int:
