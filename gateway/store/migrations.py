@@ -26,7 +26,12 @@ def _recordings(conn: sa.Connection) -> None:
     tables.recordings.create(conn, checkfirst=True)
 
 
-MIGRATIONS: list[Migration] = [_v1_initial, _recordings]
+def _sip_tables(conn: sa.Connection) -> None:
+    for table in (tables.sip_gates, tables.sip_accounts, tables.sip_routes):
+        table.create(conn, checkfirst=True)
+
+
+MIGRATIONS: list[Migration] = [_v1_initial, _recordings, _sip_tables]
 
 
 def current_version(conn: sa.Connection) -> int:

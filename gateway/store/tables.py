@@ -83,3 +83,29 @@ recordings = sa.Table(
     sa.Column("upload", sa.String(16), nullable=False, default="pending"),  # pending, done, failed
     sa.Column("meta", sa.JSON, nullable=False, default=dict),
 )
+
+# SIP edge (plugins/sip): trunks, phones that register, inbound routing rules
+sip_gates = sa.Table(
+    "sip_gates", metadata,
+    sa.Column("gate_id", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(128), nullable=False),
+    sa.Column("config", sa.JSON, nullable=False, default=dict),  # host, port, transport, register, ...
+    sa.Column("enabled", sa.Boolean, nullable=False, default=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+sip_accounts = sa.Table(
+    "sip_accounts", metadata,
+    sa.Column("account_id", sa.String(64), primary_key=True),
+    sa.Column("username", sa.String(128), nullable=False, unique=True),
+    sa.Column("config", sa.JSON, nullable=False, default=dict),  # password, codecs, default room, ...
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+sip_routes = sa.Table(
+    "sip_routes", metadata,
+    sa.Column("route_id", sa.String(64), primary_key=True),
+    sa.Column("match", sa.String(128), nullable=False),
+    sa.Column("config", sa.JSON, nullable=False, default=dict),  # room_id, pin, priority
+    sa.Column("created_at", sa.Float, nullable=False),
+)

@@ -1,0 +1,45 @@
+"""``[plugins.sip]``: where the SIP edge listens, its media ports, codecs and limits."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from plugins.sip.sdp import KNOWN
+
+
+class SipConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = "127.0.0.1"  # address the SIP and RTP sockets bind
+    port: int = Field(5060, ge=0, le=65535)  # UDP and TCP; 0 picks a free port (tests)
+    tcp: bool = True
+    tls_port: int | None = Field(None, ge=0, le=65535)  # TLS listener, with the two files below
+    tls_cert: str = ""
+    tls_key: str = ""
+    advertised_address: str = ""  # the address put in Via/Contact/SDP (NAT); default: host
+    rtp_port_min: int = Field(20000, ge=0, le=65535)  # 0: let the OS pick every port
+    rtp_port_max: int = Field(30000, ge=0, le=65535)
+    rcvbuf_bytes: int = Field(4 << 20, ge=65536)  # SO_RCVBUF of the SIP and RTP sockets
+    codecs: list[str] = ["PCMU", "PCMA", "G722", "opus"]  # preference for offers; answers follow the offer
+    max_calls: int = Field(500, ge=1)  # beyond this a new INVITE gets 503 + Retry-After
+    retry_after_s: int = Field(5, ge=1)
+    rtp_timeout_s: float = Field(30.0, ge=0)  # no RTP for this long ends the call (0: never)
+    session_expires_s: int = Field(1800, ge=90)  # RFC 4028 session timer we ask for / accept
+    allow_anonymous: bool = True  # accept calls not from a gate or registered account
+    route_by_room_id: bool = True  # a dialled number that is a room id goes to that room
+    realm: str = "mediagate"  # digest realm of the registrar
+    register_min_expires_s: int = Field(60, ge=1)
+    register_max_expires_s: int = Field(3600, ge=60)
+    ring_timeout_s: float = Field(60.0, gt=0)  # dial-out: CANCEL when unanswered this long
+    pin_attempts: int = Field(3, ge=1)
+    pin_timeout_s: float = Field(10.0, gt=0)  # per attempt
+    options_interval_s: float = Field(30.0, gt=0)  # keepalive OPTIONS to enabled gates
+    prompt_dir: str = ""  # where prompts are made at first start; default <data_dir>/sip/prompts
+
+    @field_validator("codecs")
+    @classmethod
+    def _known(cls, value: list[str]) -> list[str]:
+        bad = [c for c in value if c.upper() not in KNOWN]
+        if bad or not value:
+            raise ValueError(f"unknown codecs {bad}; use {sorted(KNOWN)}")
+        return value

@@ -1,0 +1,318 @@
+"""Call legs' media: one worker thread moves the RTP of every leg once per 20 ms tick.
+
+Per tick it drains every leg's socket (non-blocking), decodes (G.711 with numpy tables,
+G.722/Opus with PyAV), pushes the audio onto the leg's track; then takes every leg's
+mix-minus block from the room mixer, downsamples all G.711 legs in one numpy pass, encodes
+and sends one 20 ms packet each. Nothing of this rides the event loop: the loop only gets
+the rare events (a DTMF digit, an RTP timeout) through ``call_soon_threadsafe``.
+
+Symmetric RTP (RFC 4961): a leg sends to where its peer's packets come from once one
+arrived (NAT latching), to the SDP address before that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from fractions import Fraction
+from queue import Empty
+from typing import Any
+
+import av
+import numpy as np
+import structlog
+
+from plugins.sip import dtmf, g711, rtp
+from plugins.sip.codecs import TAPS, PyAvCodec, downsample_batch, to_mono
+from plugins.sip.sdp import Codec
+
+log = structlog.get_logger(__name__)
+
+TICK = 0.02
+MAX_LAG = 0.2
+
+
+@dataclass(eq=False)
+class MediaLeg:
+    """The RTP side of one call: sockets, codec state, the track it feeds and the mix it hears."""
+
+    rtp_sock: socket.socket
+    rtcp_sock: socket.socket
+    codec: Codec
+    telephone_event: int | None
+    remote: tuple[str, int] | None
+    on_digit: Callable[[str], None] | None = None
+    on_timeout: Callable[[], None] | None = None
+    track: Any = None  # gateway Track, set when joined
+    mix: Any = None  # MixOutput (mix-minus), set when joined
+    gain: float = 1.0
+    sending: bool = True  # False on hold (the peer sendonly/inactive)
+    receiving: bool = True
+    rtp_timeout: float = 30.0
+    ssrc: int = field(default_factory=lambda: secrets.randbits(32))
+    seq: int = field(default_factory=lambda: secrets.randbits(16))
+    ts: int = field(default_factory=lambda: secrets.randbits(32))
+    latched: bool = False
+    last_rx: float = field(default_factory=time.monotonic)
+    packets_in: int = 0
+    packets_out: int = 0
+    bytes_in: int = 0
+    lost: int = 0
+    history: np.ndarray = field(default_factory=lambda: np.zeros((1, TAPS - 1), dtype=np.float32))
+    pyav: PyAvCodec | None = None
+    dtmf_out: deque[tuple[bytes, bool] | None] = field(default_factory=deque)
+    _dtmf_ts: int | None = None
+    _last_event_ts: int | None = None
+    _last_seq: int | None = None
+    _pts: int = 0
+    _timed_out: bool = False
+    closed: bool = False
+
+    def __post_init__(self) -> None:
+        if self.codec.name not in ("PCMU", "PCMA"):
+            self.pyav = PyAvCodec(self.codec)
+
+    @property
+    def local_port(self) -> int:
+        return self.rtp_sock.getsockname()[1]
+
+    def queue_digits(self, digits: str, duration_ms: int = 100, gap_ms: int = 70) -> None:
+        """RFC 4733 events, one after another, sent by the worker instead of audio."""
+        for digit in digits:
+            self.dtmf_out.extend(dtmf.event_payloads(digit, duration_ms))
+            self.dtmf_out.extend([None] * max(1, gap_ms // 20))
+
+    def close(self) -> None:
+        self.closed = True
+        for sock in (self.rtp_sock, self.rtcp_sock):
+            sock.close()
+
+
+class LegEngine:
+    """The one thread that runs every leg's media."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._legs: tuple[MediaLeg, ...] = ()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.ticks = 0
+        self.tick_seconds = 0.0  # CPU of the ticks, for the benchmark
+        self.skipped = 0
+
+    @property
+    def legs(self) -> tuple[MediaLeg, ...]:
+        return self._legs
+
+    def add(self, leg: MediaLeg) -> None:
+        with self._lock:
+            self._legs = (*self._legs, leg)
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="sip-media", daemon=True)
+            self._thread.start()
+
+    def remove(self, leg: MediaLeg) -> None:
+        with self._lock:
+            self._legs = tuple(x for x in self._legs if x is not leg)
+        leg.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+            self._thread = None
+        for leg in self._legs:
+            leg.close()
+        self._legs = ()
+
+    # ---------------------------------------------------------------- the worker
+    def _run(self) -> None:
+        deadline = time.monotonic()
+        while not self._stop.is_set():
+            late = time.monotonic() - deadline
+            if late < 0:
+                if self._stop.wait(-late):
+                    return
+            elif late > MAX_LAG:
+                skip = int(late / TICK)
+                self.skipped += skip
+                deadline += skip * TICK
+            started = time.thread_time()
+            try:
+                self.tick()
+            except Exception:
+                log.exception("sip media tick failed")
+            self.tick_seconds += time.thread_time() - started
+            self.ticks += 1
+            deadline += TICK
+
+    def tick(self) -> None:
+        legs = self._legs
+        now = time.monotonic()
+        for leg in legs:
+            if not leg.closed:
+                self._receive(leg, now)
+        self._send(legs)
+
+    # ---------------------------------------------------------------- receiving
+    def _receive(self, leg: MediaLeg, now: float) -> None:
+        packets: list[rtp.RtpPacket] = []
+        sock = leg.rtp_sock
+        while True:
+            try:
+                data, addr = sock.recvfrom(2048)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                return
+            try:
+                packet = rtp.parse(data)
+            except rtp.RtpError:
+                continue
+            if packet.payload_type == leg.telephone_event:
+                self._event(leg, packet)
+            elif packet.payload_type == leg.codec.payload_type:
+                packets.append(packet)
+            else:
+                continue
+            leg.last_rx = now
+            if addr != leg.remote:  # symmetric RTP: follow the peer's real source (NAT)
+                leg.remote = addr
+                leg.latched = True
+        self._drain(leg.rtcp_sock)
+        if not packets:
+            if (leg.receiving and not leg._timed_out and leg.rtp_timeout
+                    and now - leg.last_rx > leg.rtp_timeout and leg.on_timeout is not None):
+                leg._timed_out = True
+                self.loop.call_soon_threadsafe(leg.on_timeout)
+            return
+        leg.packets_in += len(packets)
+        if len(packets) > 1:
+            packets.sort(key=lambda p: p.sequence if leg._last_seq is None
+                         else (p.sequence - leg._last_seq) & 0xFFFF)
+        for packet in packets:
+            if leg._last_seq is not None:
+                delta = (packet.sequence - leg._last_seq) & 0xFFFF
+                if delta == 0 or delta > 0x8000:
+                    continue  # duplicate or too late
+                leg.lost += delta - 1
+            leg._last_seq = packet.sequence
+            leg.bytes_in += len(packet.payload)
+            self._decode(leg, packet.payload)
+
+    @staticmethod
+    def _drain(sock: socket.socket) -> None:
+        while True:
+            try:
+                sock.recv(2048)
+            except OSError:
+                return
+
+    def _decode(self, leg: MediaLeg, payload: bytes) -> None:
+        if leg.track is None or not payload:
+            return
+        if leg.pyav is None:
+            samples = g711.decode(payload, leg.codec.name)
+            if leg.gain != 1.0:
+                samples = np.clip(samples * leg.gain, -32767, 32767).astype(np.int16)
+            frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
+            frame.sample_rate = 8000
+            frame.pts = leg._pts
+            frame.time_base = Fraction(1, 8000)
+            leg._pts += len(samples)
+            leg.track.push_frame(frame)
+            return
+        for frame in leg.pyav.decode(payload):
+            if leg.gain != 1.0:
+                arr = frame.to_ndarray()
+                arr = np.clip(arr * leg.gain, -32767, 32767).astype(arr.dtype)
+                frame2 = av.AudioFrame.from_ndarray(arr, format=frame.format.name, layout=frame.layout.name)
+                frame2.sample_rate = frame.sample_rate
+                frame = frame2
+            frame.pts = None
+            leg.track.push_frame(frame)
+
+    def _event(self, leg: MediaLeg, packet: rtp.RtpPacket) -> None:
+        parsed = dtmf.event_digit(packet.payload)
+        if parsed is None or leg.on_digit is None:
+            return
+        digit, _end, _duration = parsed
+        if packet.timestamp == leg._last_event_ts:
+            return  # the same event again (updates, the thrice-sent end)
+        leg._last_event_ts = packet.timestamp
+        self.loop.call_soon_threadsafe(leg.on_digit, digit)
+
+    # ---------------------------------------------------------------- sending
+    def _send(self, legs: tuple[MediaLeg, ...]) -> None:
+        g711_legs: list[MediaLeg] = []
+        g711_blocks: list[np.ndarray] = []
+        for leg in legs:
+            if leg.closed or leg.mix is None:
+                continue
+            try:
+                _pts, block = leg.mix.get_nowait()
+            except Empty:
+                block = None
+            if leg.remote is None or not leg.sending:
+                leg.ts += leg.codec.samples_per_packet
+                continue
+            if leg.dtmf_out:
+                self._send_event(leg)
+                continue
+            if block is None:
+                leg.ts += leg.codec.samples_per_packet
+                continue
+            if leg.pyav is None:
+                g711_legs.append(leg)
+                g711_blocks.append(block)
+            else:
+                self._send_pyav(leg, block)
+        if g711_legs:
+            mono = to_mono(np.stack(g711_blocks))
+            history = np.concatenate([leg.history for leg in g711_legs])
+            low = downsample_batch(mono, history, 8000)
+            for i, leg in enumerate(g711_legs):
+                leg.history = history[i:i + 1]
+                self._emit(leg, g711.encode(low[i], leg.codec.name).tobytes(), leg.codec.payload_type)
+
+    def _send_pyav(self, leg: MediaLeg, block: np.ndarray) -> None:
+        assert leg.pyav is not None
+        mono = to_mono(block[None])
+        samples = downsample_batch(mono, leg.history, leg.codec.rate)[0]
+        for payload in leg.pyav.encode(samples):
+            self._emit(leg, payload, leg.codec.payload_type)
+
+    def _send_event(self, leg: MediaLeg) -> None:
+        item = leg.dtmf_out.popleft()
+        if item is None:  # the gap between digits: back to audio timing
+            leg._dtmf_ts = None
+            leg.ts += leg.codec.samples_per_packet
+            return
+        payload, marker = item
+        if marker or leg._dtmf_ts is None:
+            leg._dtmf_ts = leg.ts
+        packet = rtp.build(leg.telephone_event or 101, leg.seq, leg._dtmf_ts, leg.ssrc, payload, marker)
+        leg.seq = (leg.seq + 1) & 0xFFFF
+        leg.ts += leg.codec.samples_per_packet
+        self._sendto(leg, packet)
+
+    def _emit(self, leg: MediaLeg, payload: bytes, pt: int) -> None:
+        packet = rtp.build(pt, leg.seq, leg.ts, leg.ssrc, payload)
+        leg.seq = (leg.seq + 1) & 0xFFFF
+        leg.ts += leg.codec.samples_per_packet
+        self._sendto(leg, packet)
+
+    @staticmethod
+    def _sendto(leg: MediaLeg, packet: bytes) -> None:
+        try:
+            leg.rtp_sock.sendto(packet, leg.remote)  # type: ignore[arg-type]
+            leg.packets_out += 1
+        except OSError:
+            pass  # a full buffer or an unreachable peer: the next tick tries again

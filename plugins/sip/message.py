@@ -1,0 +1,157 @@
+"""SIP messages (RFC 3261 §7): aiosipua's parser, checked, and the responses we build.
+
+aiosipua parses leniently; we add the checks a UAS needs before it may answer (§8.2:
+mandatory headers, a parsable CSeq whose method matches, a Via with a branch, a sane
+Content-Length) and raise :class:`BadMessage` otherwise — the caller answers 400 when it can.
+Responses are built here (§8.2.6) so a To-tag is added once, only when the request had none.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass
+
+from aiosipua.header_codec import parse_address, parse_cseq, parse_uri, parse_via
+from aiosipua.headers import Address, CSeq, SipUri, Via
+from aiosipua.message import SipMessage, SipRequest, SipResponse
+
+__all__ = ["Address", "BadMessage", "CSeq", "Parsed", "SipRequest", "SipResponse", "SipUri", "Via",
+           "new_branch", "new_tag", "parse", "parse_address", "parse_uri", "response", "tag_of"]
+
+MAX_MESSAGE = 65535
+REASONS = {100: "Trying", 180: "Ringing", 183: "Session Progress", 200: "OK", 202: "Accepted",
+           400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
+           405: "Method Not Allowed", 407: "Proxy Authentication Required", 408: "Request Timeout",
+           415: "Unsupported Media Type", 420: "Bad Extension", 423: "Interval Too Brief",
+           480: "Temporarily Unavailable", 481: "Call/Transaction Does Not Exist", 482: "Loop Detected",
+           483: "Too Many Hops", 486: "Busy Here", 487: "Request Terminated", 488: "Not Acceptable Here",
+           491: "Request Pending", 500: "Server Internal Error", 501: "Not Implemented",
+           503: "Service Unavailable", 505: "Version Not Supported", 603: "Decline"}
+_TOKEN = re.compile(r"^[A-Za-z0-9.!%*_+`'~-]+$")
+
+
+class BadMessage(ValueError):
+    """A message we cannot process. `request` is set when it is a request we can still answer."""
+
+    def __init__(self, reason: str, request: SipRequest | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.request = request
+
+
+@dataclass(slots=True)
+class Parsed:
+    """A checked message with the header values every layer needs, parsed once."""
+
+    message: SipRequest | SipResponse
+    via: Via
+    cseq: CSeq
+    call_id: str
+    from_tag: str | None
+    to_tag: str | None
+
+    @property
+    def branch(self) -> str:
+        return self.via.branch or ""
+
+    @property
+    def is_request(self) -> bool:
+        return isinstance(self.message, SipRequest)
+
+
+def new_tag() -> str:
+    return secrets.token_hex(6)
+
+
+def new_branch() -> str:
+    return "z9hG4bK" + secrets.token_hex(8)  # RFC 3261 §8.1.1.7 magic cookie
+
+
+def tag_of(value: str | None) -> str | None:
+    if not value:
+        return None
+    try:
+        return parse_address(value).tag
+    except Exception:  # aiosipua raises anything on garbage
+        return None
+
+
+def parse(data: bytes) -> Parsed:
+    if len(data) > MAX_MESSAGE:
+        raise BadMessage("message too large")
+    try:
+        message = SipMessage.parse(data)
+    except Exception as exc:  # ValueError on bad lines, anything else on hostile input
+        raise BadMessage(f"unparsable: {exc}") from None
+    request = message if isinstance(message, SipRequest) else None
+    try:
+        return _check(message)
+    except BadMessage as exc:
+        exc.request = request
+        raise
+    except Exception as exc:
+        raise BadMessage(f"bad header: {exc}", request) from None
+
+
+def _check(message: SipRequest | SipResponse) -> Parsed:
+    headers = message.headers
+    for name in ("via", "from", "to", "call-id", "cseq"):
+        if not headers.get_first(name):
+            raise BadMessage(f"missing {name}")
+    if isinstance(message, SipRequest):
+        if not _TOKEN.match(message.method):
+            raise BadMessage("bad method")
+        version = message.serialize().split("\r\n", 1)[0].rsplit(" ", 1)[-1]
+        if version.upper() != "SIP/2.0":
+            raise BadMessage("bad version")
+        if ":" not in message.uri:
+            raise BadMessage("bad request URI")
+    elif not 100 <= message.status_code <= 699:
+        raise BadMessage("bad status code")
+    cseq = parse_cseq(headers.get_first("cseq") or "")
+    if not 0 <= cseq.seq < 2**31 or not cseq.method:
+        raise BadMessage("bad CSeq")
+    if isinstance(message, SipRequest) and cseq.method != message.method:
+        raise BadMessage("CSeq method does not match")
+    length = headers.get_first("content-length")
+    if length is not None:
+        if not length.strip().isdigit():
+            raise BadMessage("bad Content-Length")
+        if int(length) > len(message.body):
+            raise BadMessage("body shorter than Content-Length")
+    via = parse_via(headers.get_first("via") or "")
+    if not via.host:
+        raise BadMessage("bad Via")
+    from_tag = parse_address(headers.get_first("from") or "").tag
+    to_tag = parse_address(headers.get_first("to") or "").tag
+    return Parsed(message, via, cseq, (headers.get_first("call-id") or "").strip(), from_tag, to_tag)
+
+
+def is_sdp(message: SipMessage) -> bool:
+    """Content-Type application/sdp, with parameters or in any case (aiosipua wants it exact)."""
+    ctype = (message.headers.get_first("content-type") or "").split(";")[0].strip().lower()
+    return ctype == "application/sdp" and bool(message.body.strip())
+
+
+def response(request: SipRequest, status: int, reason: str | None = None, *, to_tag: str | None = None,
+             headers: list[tuple[str, str]] | None = None, body: bytes = b"",
+             content_type: str | None = None) -> SipResponse:
+    """RFC 3261 §8.2.6.2: Via, From, Call-ID, CSeq copied; To copied, its tag added only if absent."""
+    out = SipResponse(status_code=status, reason_phrase=reason or REASONS.get(status, "Unknown"))
+    for name in ("via", "record-route"):
+        for value in request.headers.get(name):
+            out.headers.append(name.title() if name == "via" else "Record-Route", value)
+    out.headers.set_single("From", request.headers.get_first("from") or "")
+    to = request.headers.get_first("to") or ""
+    if to_tag and tag_of(to) is None and status != 100:
+        to = f"{to};tag={to_tag}"
+    out.headers.set_single("To", to)
+    out.headers.set_single("Call-ID", request.headers.get_first("call-id") or "")
+    out.headers.set_single("CSeq", request.headers.get_first("cseq") or "")
+    for name, value in headers or ():
+        out.headers.append(name, value)
+    if body:
+        out.headers.set_single("Content-Type", content_type or "application/sdp")
+        out.body = body
+    return out

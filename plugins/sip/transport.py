@@ -1,0 +1,171 @@
+"""SIP transports (RFC 3261 §18): UDP and TCP (TLS by config) on configurable ports.
+
+aiosipua's transport asserts ``isinstance(transport, asyncio.DatagramTransport)``, which
+CPython 3.11's UDP transport is not, and cannot set the receive buffer; this module replaces
+it. The UDP socket is made here with a large SO_RCVBUF (a burst of INVITEs at call-setup
+rates otherwise overflows it during a GC pause). TCP frames messages by Content-Length.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import structlog
+
+log = structlog.get_logger(__name__)
+
+MAX_HEADER = 16384
+MAX_BODY = 65535
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    """Where a message came from or goes to."""
+
+    transport: str  # udp, tcp, tls
+    host: str
+    port: int
+
+
+Receiver = Callable[[bytes, Peer], None]
+
+
+class _Udp(asyncio.DatagramProtocol):
+    def __init__(self, owner: SipTransport) -> None:
+        self.owner = owner
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:  # type: ignore[override]
+        if data.strip(b"\r\n\x00 "):  # RFC 5626 keepalives are bare CRLFs
+            self.owner.deliver(data, Peer("udp", addr[0], addr[1]))
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("sip udp error", error=str(exc))  # ICMP unreachable from a gone peer
+
+
+class SipTransport:
+    """One UDP socket and one TCP listener on the same port; messages go to `receiver`."""
+
+    def __init__(self, host: str, port: int, receiver: Receiver, *, tcp: bool = True, rcvbuf: int = 4 << 20,
+                 tls_port: int | None = None, tls_context: ssl.SSLContext | None = None) -> None:
+        self.host, self.port = host, port
+        self.receiver = receiver
+        self.tcp_enabled = tcp
+        self.rcvbuf = rcvbuf
+        self.tls_port, self.tls_context = tls_port, tls_context
+        self.udp: asyncio.DatagramTransport | None = None
+        self._servers: list[asyncio.AbstractServer] = []
+        self._streams: dict[tuple[str, str, int], asyncio.StreamWriter] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET, socket.SOCK_DGRAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.rcvbuf)
+        sock.bind((self.host, self.port))
+        sock.setblocking(False)
+        self.port = sock.getsockname()[1]
+        transport, _ = await loop.create_datagram_endpoint(lambda: _Udp(self), sock=sock)
+        self.udp = transport  # type: ignore[assignment]
+        if self.tcp_enabled:
+            self._servers.append(await asyncio.start_server(
+                lambda r, w: self._serve(r, w, "tcp"), self.host, self.port, reuse_address=True))
+        if self.tls_context is not None and self.tls_port is not None:
+            server = await asyncio.start_server(lambda r, w: self._serve(r, w, "tls"), self.host, self.tls_port,
+                                                ssl=self.tls_context)
+            self.tls_port = server.sockets[0].getsockname()[1]
+            self._servers.append(server)
+
+    @property
+    def received_buffer(self) -> int:
+        sock = self.udp.get_extra_info("socket") if self.udp else None
+        return sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) if sock else 0
+
+    def deliver(self, data: bytes, peer: Peer) -> None:
+        try:
+            self.receiver(data, peer)
+        except Exception:  # one bad message must never take the listener down
+            log.exception("sip message handling failed", peer=peer.host)
+
+    def send(self, data: bytes, peer: Peer) -> None:
+        if peer.transport == "udp":
+            if self.udp is not None:
+                self.udp.sendto(data, (peer.host, peer.port))
+            return
+        writer = self._streams.get((peer.transport, peer.host, peer.port))
+        if writer is not None and not writer.is_closing():
+            writer.write(data)
+            return
+        task = asyncio.get_running_loop().create_task(self._connect_and_send(data, peer))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _connect_and_send(self, data: bytes, peer: Peer) -> None:
+        try:
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(
+                peer.host, peer.port, ssl=self.tls_context if peer.transport == "tls" else None), 5)
+        except (OSError, TimeoutError) as exc:
+            log.info("sip connect failed", peer=peer.host, port=peer.port, error=str(exc))
+            return
+        writer.write(data)
+        await self._serve(reader, writer, peer.transport, peer)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, kind: str,
+                     peer: Peer | None = None) -> None:
+        if peer is None:
+            addr = writer.get_extra_info("peername")
+            peer = Peer(kind, addr[0], addr[1])
+        key = (kind, peer.host, peer.port)
+        self._streams[key] = writer
+        try:
+            while True:
+                message = await read_stream_message(reader)
+                if message is None:
+                    break
+                self.deliver(message, peer)
+        except (ConnectionError, asyncio.IncompleteReadError, ValueError, asyncio.LimitOverrunError):
+            pass
+        finally:
+            if self._streams.get(key) is writer:
+                del self._streams[key]
+            writer.close()
+
+    async def close(self) -> None:
+        for server in self._servers:
+            server.close()
+        for writer in list(self._streams.values()):
+            writer.close()
+        for task in list(self._tasks):
+            task.cancel()
+        if self.udp is not None:
+            self.udp.close()
+        for server in self._servers:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(server.wait_closed(), 2)
+
+
+async def read_stream_message(reader: asyncio.StreamReader) -> bytes | None:
+    """One message from a stream (RFC 3261 §18.3): headers, then Content-Length bytes."""
+    head = b""
+    while not head.strip(b"\r\n"):  # skip keepalive CRLFs between messages
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+        except asyncio.IncompleteReadError:
+            return None
+        if len(head) > MAX_HEADER:
+            raise ValueError("header too large")
+    head = head.lstrip(b"\r\n")
+    length = 0
+    for line in head.split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() in (b"content-length", b"l"):
+            text = value.strip()
+            if not text.isdigit() or int(text) > MAX_BODY:
+                raise ValueError("bad Content-Length")
+            length = int(text)
+    body = await reader.readexactly(length) if length else b""
+    return head + body
