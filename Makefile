@@ -4,6 +4,8 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 CONFIG ?= conf/mediagate.toml
+# `make run PORT=9000` listens on another port (empty = http.port from $(CONFIG), 8080)
+PORT   ?=
 # Debian packages: the run needs a CJK font for text watermarks; the tests also drive
 # real peers (ffmpeg/ffprobe, curl) and a PostgreSQL server for the store.
 RUN_DEBS  := fonts-noto-cjk
@@ -26,7 +28,7 @@ debs-test:
 	@sh contrib/scripts/ensure-debs.sh $(TEST_DEBS)
 
 run: $(VENV)/.installed debs-run
-	$(BIN)/mediagate serve --config $(CONFIG)
+	$(BIN)/mediagate serve --config $(CONFIG) $(if $(PORT),--set http.port=$(PORT))
 
 test: $(VENV)/.installed debs-test
 	$(BIN)/ruff check .

@@ -44,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--permissions", type=lambda v: int(v, 0), default=None,
                        help="permission bits, e.g. 254 or 0xFE (with --room)")
     token.add_argument("--access-key", help="print an API token for this access key (default: any key)")
-    token.add_argument("--ttl", type=int, default=None, help="lifetime in seconds")
+    token.add_argument("--ttl", type=int, default=None,
+                       help="lifetime in seconds (> 0; at most auth.max_token_ttl_s, longer is cut to it)")
 
     keys = sub.add_parser("keys", help="manage API keys stored in the node's database")
     _add_config_args(keys)
@@ -86,6 +87,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "keys":
             return asyncio.run(_keys(config, args))
         if args.command == "config":
+            from gateway.pluginmanager import PluginManager
+
+            PluginManager().load(config)  # plugin sections are checked exactly as `serve` checks them
             data = config.model_dump(mode="json")
             if data["auth"]["api_keys"]:
                 data["auth"]["api_keys"] = {k: "***" for k in data["auth"]["api_keys"]}
@@ -108,7 +112,9 @@ def _serve(config: Config) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         url = await node.serve()
-        token, _ = await _any_api_token(node)
+        # a token only on the first start (with the new key): later starts must not put a fresh
+        # operator credential into the journal; `mediagate token` prints one on request
+        token = (await _any_api_token(node))[0] if node.bootstrap_credentials else None
         _banner(node, url, token)
         try:
             await stop.wait()
@@ -140,14 +146,34 @@ async def _any_api_token(node: Any, ttl: int | None = None) -> tuple[str | None,
 
 
 def _banner(node: Any, url: str, token: str | None) -> None:
-    lines = [f"mediagate {__version__} is serving on {url}", f"  API docs:  {url}/docs"]
+    urls = [url] + [u for u in getattr(node, "urls", []) if u != url]
+    lines = [f"mediagate {__version__} is serving on {url}"]
+    lines += [f"  also on    {other}" for other in urls[1:]]
+    lines.append(f"  API docs:  {url}/docs")
     if node.bootstrap_credentials:
         access, secret = node.bootstrap_credentials
-        lines += ["  A first API key was created (kept in data/bootstrap-key.txt, shown once here):",
+        key_file = node.config.node.data_dir / "bootstrap-key.txt"
+        lines += [f"  A first API key was created (kept in {key_file}, shown once here):",
                   f"    access_key = {access}", f"    secret_key = {secret}"]
     if token:
-        lines += ["  A ready-to-use API token (valid for 24 h):", f"    export TOKEN={token}"]
+        hours = node.config.auth.token_ttl_s / 3600
+        lines += [f"  A ready-to-use API token (valid for {hours:g} h, shown on this first start only):",
+                  f"    export TOKEN={token}"]
+    else:
+        lines.append("  An API token: mediagate token --config <this config>  (or POST /v1/auth/token)")
     print("\n".join(lines), flush=True)
+
+
+def _ttl(args: argparse.Namespace, default: int, maximum: int) -> int:
+    """--ttl: a positive number of seconds, cut to auth.max_token_ttl_s like the API does."""
+    if args.ttl is None:
+        return min(default, maximum)
+    if args.ttl <= 0:
+        raise ConfigError(f"--ttl must be a positive number of seconds, got {args.ttl}")
+    if args.ttl > maximum:
+        print(f"mediagate: --ttl {args.ttl} is above auth.max_token_ttl_s; the token lives {maximum} s",
+              file=sys.stderr)
+    return min(args.ttl, maximum)
 
 
 async def _token(config: Config, args: argparse.Namespace) -> int:
@@ -159,17 +185,22 @@ async def _token(config: Config, args: argparse.Namespace) -> int:
 
     node.tokens = TokenService(load_or_create_secret(config.auth.jwt_secret, config.node.data_dir))
     try:
+        maximum = config.auth.max_token_ttl_s
         if args.room:
             if not args.identity:
                 print("mediagate: --identity is required with --room", file=sys.stderr)
                 return 2
             perms = DEFAULT_JOIN_PERMISSIONS if args.permissions is None else args.permissions
             token, _ = node.tokens.join_token(args.room, args.identity, name=args.name, permissions=perms,
-                                              ttl_s=args.ttl or config.auth.join_token_ttl_s)
+                                              ttl_s=_ttl(args, config.auth.join_token_ttl_s, maximum))
         elif args.access_key:
-            token, _ = node.tokens.api_token(args.access_key, args.ttl or config.auth.token_ttl_s)
+            ttl = _ttl(args, config.auth.token_ttl_s, maximum)
+            if not await node.keys.is_active(args.access_key):
+                print(f"mediagate: no active API key {args.access_key!r}", file=sys.stderr)
+                return 1
+            token, _ = node.tokens.api_token(args.access_key, ttl)
         else:
-            token, _key = await _any_api_token(node, args.ttl)
+            token, _key = await _any_api_token(node, _ttl(args, config.auth.token_ttl_s, maximum))
             if token is None:
                 print("mediagate: no API key exists yet; run `mediagate keys create` or start the node once",
                       file=sys.stderr)
@@ -184,7 +215,7 @@ async def _keys(config: Config, args: argparse.Namespace) -> int:
     from gateway.keys import KeyRing
     from gateway.store import Store
 
-    store = Store(config.store_url)
+    store = Store(config.store_url, sqlite_wal=config.store.sqlite_wal)
     await store.open()
     try:
         ring = KeyRing(store, config.auth.api_keys)
@@ -197,7 +228,7 @@ async def _keys(config: Config, args: argparse.Namespace) -> int:
             for row in await store.list_api_keys():
                 print(f"{row['access_key']}\t{row['name']}\t{'revoked' if row['revoked'] else 'active'}")
         else:
-            if not args.access_key or not await store.revoke_api_key(args.access_key):
+            if not args.access_key or not await ring.revoke(args.access_key):
                 print("mediagate: no such stored key", file=sys.stderr)
                 return 1
             print(f"revoked {args.access_key}")

@@ -333,8 +333,8 @@ def _smart(ctx: CommandContext, args: dict[str, Any], layout_data: dict[str, Any
     uri = args.get("uri")
     main = None
     if uri:
-        try:
-            main = ctx.node.rooms.participant(ctx.room, str(uri)).participant_id
+        try:  # the identity, not the participant id: the choice survives a reconnect
+            main = ctx.node.rooms.participant(ctx.room, str(uri)).identity
         except MediagateError:
             main = None  # the seed: an empty or invalid uri falls back to the first user
     layout_data["main"] = main

@@ -22,8 +22,10 @@ class NodeMetrics:
         self.loop_lag_max = Gauge("mediagate_loop_lag_max_seconds", "Largest loop lag seen", registry=r)
         self.loop_lag_p99 = Gauge("mediagate_loop_lag_p99_seconds", "p99 loop lag over the last minute", registry=r)
         self.compositions = Gauge("mediagate_compositions", "Running composites", registry=r)
-        self.frames = Gauge("mediagate_composite_frames", "Frames rendered by running composites", ["state"],
-                            registry=r)
+        # a counter (mediagate_composite_frames_total): never goes down when a composition ends
+        self.frames = Counter("mediagate_composite_frames", "Composite frames since the node started",
+                              ["state"], registry=r)
+        self._frames_seen = {"rendered": 0, "skipped": 0}
         self.egress = Gauge("mediagate_egress", "Egress tasks by status", ["status"], registry=r)
         self.ingress = Gauge("mediagate_ingress", "Ingress tasks by status", ["status"], registry=r)
 
@@ -45,8 +47,11 @@ class NodeMetrics:
         if node.media is not None:
             stats = node.media.stats()
             self.compositions.set(stats["compositions"])
-            self.frames.labels("rendered").set(stats["frames_rendered"])
-            self.frames.labels("skipped").set(stats["frames_skipped"])
+            for state in ("rendered", "skipped"):
+                total = int(stats[f"frames_{state}"])
+                if total > self._frames_seen[state]:
+                    self.frames.labels(state).inc(total - self._frames_seen[state])
+                    self._frames_seen[state] = total
         for service, gauge in ((node.egress, self.egress), (node.ingress, self.ingress)):
             gauge.clear()
             for status, count in service.status_counts().items():

@@ -26,6 +26,7 @@ from gateway.events import Event, EventBus
 from gateway.files import FileService
 from gateway.ingress import IngressService
 from gateway.keys import KeyRing
+from gateway.logsetup import install_stdlib_redaction
 from gateway.looplag import LoopLagMonitor
 from gateway.media.engine import MediaService
 from gateway.metrics import NodeMetrics
@@ -48,6 +49,7 @@ async def _maybe_await(results: list[Any]) -> None:
 
 class Node:
     def __init__(self, config: Config, *, extra_plugins: dict[str, Any] | None = None) -> None:
+        install_stdlib_redaction()
         self.config = config
         self.node_id = config.node.resolved_id()
         self.pm = PluginManager()
@@ -56,7 +58,7 @@ class Node:
         self.events = EventBus(self._deliver_event)
         self.loop_lag = LoopLagMonitor(warn_ms=config.media.loop_lag_warn_ms)
         self.loop_lag.observers.append(self.metrics.observe_lag)
-        self.store = Store(config.store_url, echo=config.store.echo)
+        self.store = Store(config.store_url, echo=config.store.echo, sqlite_wal=config.store.sqlite_wal)
         self.tokens: TokenService
         self.keys = KeyRing(self.store, config.auth.api_keys, cache_ttl_s=config.auth.key_cache_ttl_s)
         self.auth_failures = FailureLimiter(config.auth.max_failures, config.auth.failure_window_s)
@@ -83,11 +85,8 @@ class Node:
         """Check an API key pair, limiting failed attempts per client address and per key."""
         target = "key:" + access_key
         self.auth_failures.check(client, target)
-        try:
-            await self.keys.verify(access_key, secret_key)
-        except Exception:
-            self.auth_failures.failed(client, target)
-            raise
+        await self.keys.verify(access_key, secret_key)
+        self.auth_failures.succeeded(client, target)
 
     # ------------------------------------------------------------------ events
     def _deliver_event(self, event: Event) -> None:

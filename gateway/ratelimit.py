@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from gateway.errors import TooManyRequests
@@ -35,7 +36,7 @@ class _Bucket:
 class TokenBuckets:
     """``rate`` tokens per second up to ``burst`` per key; rate 0 turns the limit off."""
 
-    def __init__(self, rate: float, burst: float, clock=time.monotonic) -> None:
+    def __init__(self, rate: float, burst: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.rate = float(rate)
         self.burst = float(max(burst, 1))
         self.clock = clock
@@ -76,6 +77,11 @@ class TokenBuckets:
             self._buckets[key].tokens -= 1
         return wait
 
+    def refund(self, key: str) -> None:
+        if self.enabled:
+            bucket = self._bucket(key)
+            bucket.tokens = min(self.burst, bucket.tokens + 1)
+
     def spend(self, key: str) -> None:
         """Spend one token even when none is left (failures count however fast they come)."""
         if self.enabled:
@@ -85,19 +91,25 @@ class TokenBuckets:
 
 class FailureLimiter:
     """Failed password/secret checks: at most ``burst`` in a row per client address and per
-    target (a room, an access key), refilling over ``window_s``. While either is spent the
-    check is refused before the KDF runs, so guessing costs the attacker time, not the node CPU."""
+    target (a room, an access key), refilling over ``window_s``. Each attempt takes its token
+    before the KDF runs and gets it back if it succeeds, so concurrent guesses count too; while
+    either bucket is spent the attempt is refused at once (guessing costs time, not node CPU)."""
 
     def __init__(self, burst: int, window_s: float) -> None:
         rate = burst / window_s if burst > 0 and window_s > 0 else 0
         self.buckets = TokenBuckets(rate, burst)
 
     def check(self, client: str, target: str) -> None:
-        wait = max(self.buckets.wait_s("client:" + client), self.buckets.wait_s("target:" + target))
+        """Start an attempt: 429 when the client or the target has no attempts left."""
+        keys = ("client:" + client, "target:" + target)
+        wait = max(self.buckets.wait_s(key) for key in keys)
         if wait > 0:
             raise RateLimited("too many failed attempts; wait before trying again", wait,
                               code="too_many_attempts")
+        for key in keys:
+            self.buckets.spend(key)
 
-    def failed(self, client: str, target: str) -> None:
-        self.buckets.spend("client:" + client)
-        self.buckets.spend("target:" + target)
+    def succeeded(self, client: str, target: str) -> None:
+        """The attempt was right: it costs nothing."""
+        self.buckets.refund("client:" + client)
+        self.buckets.refund("target:" + target)

@@ -167,6 +167,7 @@ class RoomMedia:
     def _stop_composite(self, handle: Composite) -> None:
         self.composites.pop(handle.key, None)
         handle.composition.stop()
+        self.service.retire(handle.composition.stats())
         handle.compositor.close()
         self.mixer.remove_output(handle.mix)
 
@@ -284,6 +285,8 @@ class MediaService:
         self.templates = TemplateRegistry()
         self._font: str | None = None
         DecoderSettings.threads = node.config.media.decoder_threads
+        # frames of compositions that ended: node-wide totals only ever grow (Prometheus counters)
+        self.retired = {"frames_rendered": 0, "frames_skipped": 0}
 
     @property
     def font_path(self) -> str:
@@ -367,9 +370,14 @@ class MediaService:
         for room in self.node.rooms.list():
             await self.release(room)
 
+    def retire(self, stats: dict[str, Any]) -> None:
+        for key in self.retired:
+            self.retired[key] += int(stats.get(key, 0))
+
     def stats(self) -> dict[str, Any]:
+        """Running compositions, and frames rendered/skipped since the node started (all of them)."""
         composites = [h.composition.stats() for room in self.node.rooms.list() if room.media is not None
                       for h in room.media.composites.values()]
         return {"compositions": len(composites),
-                "frames_rendered": sum(s["frames_rendered"] for s in composites),
-                "frames_skipped": sum(s["frames_skipped"] for s in composites)}
+                "frames_rendered": self.retired["frames_rendered"] + sum(s["frames_rendered"] for s in composites),
+                "frames_skipped": self.retired["frames_skipped"] + sum(s["frames_skipped"] for s in composites)}

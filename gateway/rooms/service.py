@@ -203,13 +203,16 @@ class RoomService:
             self.failures.check(client, target)
         host_hash = room.setting("host_password_hash")
         plain_hash = room.record.get("password_hash")
+        admission = None
         if password:
             if host_hash and await verify_secret_async(password, host_hash):
-                return "host"
-            if plain_hash and await verify_secret_async(password, plain_hash):
-                return "password"
-        if self.failures is not None:
-            self.failures.failed(client, target)
+                admission = "host"
+            elif plain_hash and await verify_secret_async(password, plain_hash):
+                admission = "password"
+        if admission is not None:
+            if self.failures is not None:
+                self.failures.succeeded(client, target)
+            return admission
         raise Forbidden("wrong or missing room password", code="bad_password", field="password")
 
     # ------------------------------------------------------------------ layout

@@ -6,13 +6,16 @@ survive a restart: rooms, API keys, files, tasks (and later SIP gates, accounts,
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from gateway.errors import Conflict
 from gateway.store import migrations, tables
@@ -20,15 +23,42 @@ from gateway.store import migrations, tables
 Row = dict[str, Any]
 
 
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    """Write-ahead log: readers never wait for a writer and a commit is one append, not a
+    journal rewrite; NORMAL sync is safe with WAL (a power cut may lose the last commits, never
+    corrupt); writers queue for up to 5 s instead of failing with 'database is locked'."""
+    cursor = dbapi_connection.cursor()
+    for pragma in ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL", "PRAGMA busy_timeout=5000"):
+        cursor.execute(pragma)
+    cursor.close()
+
+
 class Store:
-    def __init__(self, url: str, *, echo: bool = False) -> None:
+    def __init__(self, url: str, *, echo: bool = False, sqlite_wal: bool = True) -> None:
         self.url = url
+        in_memory = True
         if url.startswith("sqlite"):
             path = url.split("///", 1)[-1]
             if path and path != ":memory:":
+                in_memory = False
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
         self.engine: AsyncEngine = create_async_engine(url, echo=echo)
+        if url.startswith("sqlite") and sqlite_wal and not in_memory:
+            sa.event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+        # SQLite has one writer at a time: queue this process's writes here (FIFO, no polling)
+        # rather than in SQLite's busy handler, which sleeps up to 100 ms between retries and
+        # gives up after busy_timeout ("database is locked")
+        self._write_lock: asyncio.Lock | None = asyncio.Lock() if url.startswith("sqlite") else None
         self.schema_version = 0
+
+    @contextlib.asynccontextmanager
+    async def _writing(self) -> AsyncIterator[AsyncConnection]:
+        if self._write_lock is None:
+            async with self.engine.begin() as conn:
+                yield conn
+            return
+        async with self._write_lock, self.engine.begin() as conn:
+            yield conn
 
     async def open(self) -> None:
         async with self.engine.begin() as conn:
@@ -36,6 +66,13 @@ class Store:
 
     async def close(self) -> None:
         await self.engine.dispose()
+
+    async def journal_mode(self) -> str:
+        """SQLite's journal mode (``wal`` once enabled); empty for other databases."""
+        if not self.url.startswith("sqlite"):
+            return ""
+        async with self.engine.connect() as conn:
+            return str((await conn.execute(sa.text("PRAGMA journal_mode"))).scalar()).lower()
 
     async def ping(self) -> bool:
         try:
@@ -48,7 +85,7 @@ class Store:
     # ------------------------------------------------------------------ helpers
     async def _insert(self, table: sa.Table, values: Row, conflict: str) -> Row:
         try:
-            async with self.engine.begin() as conn:
+            async with self._writing() as conn:
                 await conn.execute(table.insert().values(**values))
         except IntegrityError as exc:
             raise Conflict(conflict, code=f"{table.name[:-1]}_exists") from exc
@@ -64,12 +101,12 @@ class Store:
             return [dict(r) for r in (await conn.execute(query)).mappings().all()]
 
     async def _update(self, table: sa.Table, key: sa.Column, value: str, changes: Row) -> bool:
-        async with self.engine.begin() as conn:
+        async with self._writing() as conn:
             result = await conn.execute(table.update().where(key == value).values(**changes))
         return result.rowcount > 0
 
     async def _delete(self, table: sa.Table, key: sa.Column, value: str) -> bool:
-        async with self.engine.begin() as conn:
+        async with self._writing() as conn:
             result = await conn.execute(table.delete().where(key == value))
         return result.rowcount > 0
 
