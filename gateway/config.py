@@ -47,6 +47,7 @@ class HttpConfig(Section):
     host: str = "0.0.0.0"
     port: int = Field(8080, ge=0, le=65535)
     max_json_kb: int = Field(1024, gt=0)
+    cors_origins: list[str] = Field(default_factory=list, description="origins allowed to call /v1/; '*' any")
 
 
 class LogConfig(Section):
