@@ -56,6 +56,7 @@ class HttpConfig(Section):
     rate_limit_burst: int = Field(400, ge=1, description="Requests a client may send at once above the rate.")
     keepalive_timeout_s: float = Field(30, gt=0, description="Close a connection that has not sent a whole "
                                        "request head this long after it opened or after its last response.")
+    cors_origins: list[str] = Field(default_factory=list, description="origins allowed to call /v1/; '*' any")
 
 
 class LogConfig(Section):

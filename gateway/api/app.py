@@ -9,6 +9,7 @@ from aiohttp import web
 
 from gateway import __version__
 from gateway.api import NODE, OPENAPI, auth, egress, files, ingress, ops, rooms, ws
+from gateway.api.cors import make_cors_middleware
 from gateway.api.middleware import errors_middleware, make_auth_middleware, make_rate_limit_middleware
 from gateway.api.openapi import apply_node_enums
 from gateway.api.routing import ApiRouter
@@ -28,7 +29,8 @@ def core_router() -> ApiRouter:
 
 
 def build_app(node: Node) -> web.Application:
-    app = web.Application(middlewares=[errors_middleware, make_rate_limit_middleware(node), make_auth_middleware(node)],
+    app = web.Application(middlewares=[make_cors_middleware(node), errors_middleware, make_rate_limit_middleware(node),
+                                       make_auth_middleware(node)],
                           client_max_size=node.config.http.max_json_kb * 1024)
     app[NODE] = node
     router = core_router()

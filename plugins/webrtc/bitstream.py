@@ -92,6 +92,8 @@ class AnnexBWriter:
         elif NAL_IDR in types and self.parameter_sets:
             data = self.parameter_sets + data
         out = av.Packet(data)
-        out.pts, out.dts, out.time_base = packet.pts, packet.dts, packet.time_base
+        out.pts, out.dts = packet.pts, packet.dts
+        if packet.time_base is not None:
+            out.time_base = packet.time_base
         out.is_keyframe = NAL_IDR in types
         return out

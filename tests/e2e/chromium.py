@@ -57,7 +57,7 @@ def fake_media(directory: Path, name: str, colour: str, tone_hz: float) -> tuple
     subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-f", "lavfi", "-i", f"color=c=0x{colour}:s=320x240:r=15",
                     "-t", "2", "-pix_fmt", "yuv420p", str(y4m)], check=True)
     subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-f", "lavfi", "-i", f"sine=f={tone_hz}:r=48000",
-                    "-t", "2", "-ac", "1", "-c:a", "pcm_s16le", str(wav)], check=True)
+                    "-t", "2", "-af", "volume=3", "-ac", "1", "-c:a", "pcm_s16le", str(wav)], check=True)
     return y4m, wav
 
 
@@ -71,5 +71,5 @@ def launch(y4m: Path, wav: Path) -> webdriver.Chrome:
     profile = Path(tempfile.mkdtemp(prefix="mediagate-chromium-"))
     driver = start_chromium(profile, (*MEDIA_FLAGS, f"--use-file-for-fake-video-capture={y4m}",
                                       f"--use-file-for-fake-audio-capture={wav}"))
-    driver.set_script_timeout(60)
+    driver.set_script_timeout(120)
     return driver
