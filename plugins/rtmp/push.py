@@ -16,12 +16,14 @@ the composite or another URL.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import threading
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
+import av
 import structlog
 
 from gateway.egress import EgressRequest, EgressUpdate, ParticipantSource
@@ -98,29 +100,35 @@ class Feeder(threading.Thread):
             self.join(timeout=5)
 
     def run(self) -> None:
+        # blocks on the video queue (30 wake-ups a second) and drains audio at each wake-up;
+        # audio-only blocks on audio. No busy polling.
+        primary = "video" if "video" in self.subs else "audio"
         while not self._stopping.is_set() and len(self._ended) < len(self.subs):
-            got = self._pull()
+            if primary not in self._ended:
+                with contextlib.suppress(queue.Empty):
+                    self._take(primary, self.subs[primary].get(timeout=0.02))
+            else:
+                self._stopping.wait(0.02)
+            self._pull()
             self._flush()
-            if not got:
-                self._stopping.wait(0.005)
 
-    def _pull(self) -> bool:
-        got = False
+    def _take(self, kind: str, packet: av.Packet | None) -> None:
+        if packet is None:
+            self._ended.add(kind)
+            return
+        stamp = packet.dts if packet.dts is not None else packet.pts
+        if stamp is None or packet.time_base is None:
+            return
+        self._pending[kind].append(Item(kind, packet, float(stamp * packet.time_base), packet.is_keyframe))
+
+    def _pull(self) -> None:
         for kind, sub in self.subs.items():
             while kind not in self._ended:
                 try:
                     packet = sub.get(timeout=0)
                 except queue.Empty:
                     break
-                if packet is None:
-                    self._ended.add(kind)
-                    break
-                stamp = packet.dts if packet.dts is not None else packet.pts
-                if stamp is None or packet.time_base is None:
-                    continue
-                self._pending[kind].append(Item(kind, packet, float(stamp * packet.time_base), packet.is_keyframe))
-                got = True
-        return got
+                self._take(kind, packet)
 
     def _flush(self) -> None:
         while True:
