@@ -16,14 +16,18 @@ the composite or another URL.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import av
 import structlog
 
+from gateway import events as ev
 from gateway.egress import EgressRequest, EgressUpdate, ParticipantSource
 from gateway.errors import Unprocessable, ValidationFailed
 from gateway.media.engine import ROOM_COMPOSITE
@@ -83,8 +87,10 @@ def passthrough_tracks(media: RoomMedia, participant_id: str) -> tuple[Track | N
 class Feeder(threading.Thread):
     """Reads the source's packet subscriptions, interleaves them by timestamp, fans them out."""
 
-    def __init__(self, video: PacketSubscription | None, audio: PacketSubscription | None) -> None:
+    def __init__(self, video: PacketSubscription | None, audio: PacketSubscription | None,
+                 on_ended: Callable[[], None] | None = None) -> None:
         super().__init__(name="rtmp-push-feed", daemon=True)
+        self.on_ended = on_ended
         self.subs = {k: s for k, s in (("video", video), ("audio", audio)) if s is not None}
         self.pushers: tuple[UrlPusher, ...] = ()
         self._pending: dict[str, deque[Item]] = {k: deque() for k in self.subs}
@@ -98,29 +104,37 @@ class Feeder(threading.Thread):
             self.join(timeout=5)
 
     def run(self) -> None:
+        # blocks on the video queue (30 wake-ups a second) and drains audio at each wake-up;
+        # audio-only blocks on audio. No busy polling.
+        primary = "video" if "video" in self.subs else "audio"
         while not self._stopping.is_set() and len(self._ended) < len(self.subs):
-            got = self._pull()
+            if primary not in self._ended:
+                with contextlib.suppress(queue.Empty):
+                    self._take(primary, self.subs[primary].get(timeout=0.02))
+            else:
+                self._stopping.wait(0.02)
+            self._pull()
             self._flush()
-            if not got:
-                self._stopping.wait(0.005)
+        if not self._stopping.is_set() and self.on_ended is not None:
+            self.on_ended()  # the source's tracks ended (its publisher left)
 
-    def _pull(self) -> bool:
-        got = False
+    def _take(self, kind: str, packet: av.Packet | None) -> None:
+        if packet is None:
+            self._ended.add(kind)
+            return
+        stamp = packet.dts if packet.dts is not None else packet.pts
+        if stamp is None or packet.time_base is None:
+            return
+        self._pending[kind].append(Item(kind, packet, float(stamp * packet.time_base), packet.is_keyframe))
+
+    def _pull(self) -> None:
         for kind, sub in self.subs.items():
             while kind not in self._ended:
                 try:
                     packet = sub.get(timeout=0)
                 except queue.Empty:
                     break
-                if packet is None:
-                    self._ended.add(kind)
-                    break
-                stamp = packet.dts if packet.dts is not None else packet.pts
-                if stamp is None or packet.time_base is None:
-                    continue
-                self._pending[kind].append(Item(kind, packet, float(stamp * packet.time_base), packet.is_keyframe))
-                got = True
-        return got
+                self._take(kind, packet)
 
     def _flush(self) -> None:
         while True:
@@ -140,7 +154,8 @@ class Feeder(threading.Thread):
 
 class RtmpPushRunner:
     def __init__(self, node: Node, config: RtmpConfig, task: Task, media: RoomMedia, *, key: str | None,
-                 output: EncodedOutput | None, video: Track | None, audio: Track | None, mode: str) -> None:
+                 output: EncodedOutput | None, video: Track | None, audio: Track | None, mode: str,
+                 identity: str | None = None) -> None:
         self.node = node
         self.config = config
         self.task = task
@@ -148,7 +163,19 @@ class RtmpPushRunner:
         self.key = key
         self.output = output
         self.mode = mode
+        self.identity = identity  # passthrough: follow this publisher when it publishes again
         self.loop = asyncio.get_running_loop()
+        self.pushers: dict[str, UrlPusher] = {}
+        self._stopped = False
+        self._follow: asyncio.Task[None] | None = None
+        self._subscribe(video, audio)
+        self._reports: asyncio.Queue[tuple[str, str, dict[str, Any]] | None] = asyncio.Queue()
+        self._reporter = self.loop.create_task(self._report_loop(), name=f"rtmp-push-report-{task.task_id}")
+        self._rereporter = self.loop.create_task(self._rereport_loop(), name=f"rtmp-push-rereport-{task.task_id}")
+        self.started_at = time.time()
+
+    def _subscribe(self, video: Track | None, audio: Track | None) -> None:
+        output = self.output
         fps = output.encoding.fps if output is not None else None
         self.fmt = StreamFormat(video.codec if video else None, audio.codec if audio else None, fps)
         self._video_sub = None
@@ -157,13 +184,52 @@ class RtmpPushRunner:
                 from_keyframe=True)
         self._audio_sub = audio.subscribe_packets() if audio is not None else None
         self._tracks = (video, audio)
-        self.feeder = Feeder(self._video_sub, self._audio_sub)
-        self.pushers: dict[str, UrlPusher] = {}
-        self._reports: asyncio.Queue[tuple[str, str, dict[str, Any]] | None] = asyncio.Queue()
-        self._reporter = self.loop.create_task(self._report_loop(), name=f"rtmp-push-report-{task.task_id}")
-        self._rereporter = self.loop.create_task(self._rereport_loop(), name=f"rtmp-push-rereport-{task.task_id}")
+        on_ended = (lambda: self.loop.call_soon_threadsafe(self._source_ended)) if self.identity else None
+        self.feeder = Feeder(self._video_sub, self._audio_sub, on_ended)
+        self.feeder.pushers = tuple(self.pushers.values())
         self.feeder.start()
-        self.started_at = time.time()
+
+    # ------------------------------------------------------------------ a passthrough source
+    def _source_ended(self) -> None:
+        if self._stopped or self._follow is not None:
+            return
+        self.node.events.emit(ev.EGRESS_STATUS, self.task.room_id, egress_id=self.task.task_id,
+                              status=self.task.status, source="lost", participant=self.identity)
+        self._follow = self.loop.create_task(self._follow_source(), name=f"rtmp-push-follow-{self.task.task_id}")
+
+    async def _follow_source(self) -> None:
+        """Wait for the participant to publish again (a re-connected OBS) and go on pushing it
+        on the same CDN connections, with its new sequence headers."""
+        kinds = {t.kind for t in self._tracks if t is not None}
+        old = {t.track_id for t in self._tracks if t is not None}
+        try:
+            while not self._stopped:
+                await asyncio.sleep(0.25)
+                room = self.node.rooms.rooms.get(self.task.room_id)
+                if room is None or room.media is None:
+                    continue
+                found = None
+                for participant in room.participants.values():
+                    if participant.identity == self.identity:
+                        found = passthrough_tracks(room.media, participant.participant_id)
+                if found is None:
+                    continue
+                video, audio = found
+                if TrackKind.VIDEO not in kinds:
+                    video = None
+                have = {t.kind for t in (video, audio) if t is not None}
+                if have != kinds or {t.track_id for t in (video, audio) if t is not None} & old:
+                    continue
+                await asyncio.to_thread(self.feeder.stop)
+                self.media = room.media
+                self._subscribe(video, audio)
+                for pusher in self.pushers.values():
+                    pusher.switch_source(self.fmt)
+                self.node.events.emit(ev.EGRESS_STATUS, self.task.room_id, egress_id=self.task.task_id,
+                                      status=self.task.status, source="resumed", participant=self.identity)
+                return
+        finally:
+            self._follow = None
 
     # ------------------------------------------------------------------ URLs
     def start_urls(self, urls: list[str]) -> None:
@@ -251,6 +317,9 @@ class RtmpPushRunner:
             self.start_urls([u for u in wanted if u not in self.pushers])
 
     async def stop(self) -> dict[str, Any]:
+        self._stopped = True
+        if self._follow is not None:
+            self._follow.cancel()
         await self._stop_urls(list(self.pushers))
         await asyncio.to_thread(self.feeder.stop)
         for track, sub in zip(self._tracks, (self._video_sub, self._audio_sub), strict=True):
@@ -296,7 +365,7 @@ class RtmpPushKind:
                 if video is None and audio is None:
                     raise Unprocessable("the participant publishes no audio", code="no_audio", field="audio_only")
                 runner = RtmpPushRunner(node, self.config, task, media, key=None, output=None, video=video,
-                                        audio=audio, mode="passthrough")
+                                        audio=audio, mode="passthrough", identity=participant.identity)
                 return self._launch(task, runner, request)
             layout = single_participant_layout(layout or node.media.room_layout(room), participant.participant_id)
             key = f"egress:{task.task_id}"

@@ -87,11 +87,18 @@ class UrlPusher(threading.Thread):
         self._client: RtmpPublishClient | None = None
         self._origin: float | None = None
         self._accepting = False  # between a connect and the connection's end
+        self._next_fmt: StreamFormat | None = None  # a re-published source: new sequence headers
+        self._last_ts = 0
 
     # ------------------------------------------------------------------ control (any thread)
     def offer(self, item: Item) -> None:
         if self._accepting:
             self.queue.put(item)
+
+    def switch_source(self, fmt: StreamFormat) -> None:
+        """The source was published again (new parameter sets, timestamps from 0): the next
+        packet goes out after new sequence headers, continuing this connection's timeline."""
+        self._next_fmt = fmt
 
     def stop(self) -> None:
         """Ask the thread to end; a send blocked on a stalled CDN fails at once."""
@@ -166,6 +173,8 @@ class UrlPusher(threading.Thread):
         if self.fmt.audio is not None and self.fmt.audio.extradata:
             client.send_audio(0, flv.audio_body("config", self.fmt.audio.extradata))
         self._origin = None
+        self._last_ts = 0
+        self._next_fmt = None
         self.queue.restart()
         self._accepting = True
         if self.on_connected is not None:
@@ -180,6 +189,13 @@ class UrlPusher(threading.Thread):
             client.poll()
             if item is None:
                 continue
+            if self._next_fmt is not None:
+                fmt, self.fmt, self._next_fmt = self._next_fmt, self._next_fmt, None
+                if fmt.video_config is not None:
+                    client.send_video(self._last_ts, flv.video_body(True, "config", 0, fmt.video_config))
+                if fmt.audio is not None and fmt.audio.extradata:
+                    client.send_audio(self._last_ts, flv.audio_body("config", fmt.audio.extradata))
+                self._origin = item.dts_s - (self._last_ts + 40) / 1000
             if self._origin is None:
                 self._origin = item.dts_s
             ts = round((item.dts_s - self._origin) * 1000)
@@ -196,6 +212,7 @@ class UrlPusher(threading.Thread):
                 client.send_audio(ts, flv.audio_body("frame", payload))
             self.packets_sent += 1
             self.bytes_sent = client.bytes_out
+            self._last_ts = max(self._last_ts, ts)
 
     def _close_client(self, polite: bool) -> None:
         self._accepting = False

@@ -52,6 +52,9 @@ class RtmpConnection:
         self._acked = 0
         self._peer_window = 0  # the peer's window: we acknowledge what it sends
         self._closing = False
+        self._timed_out = False
+        self._last_read = 0.0
+        self._watchdog: asyncio.TimerHandle | None = None
 
     # ------------------------------------------------------------------ lifecycle
     async def run(self) -> None:
@@ -106,18 +109,40 @@ class RtmpConnection:
 
     # ------------------------------------------------------------------ messages
     async def _serve(self) -> None:
-        while True:
-            data = await asyncio.wait_for(self.reader.read(READ_SIZE), self.config.idle_timeout_s)
-            if not data:
-                return
-            messages = self.decoder.feed(data)
-            if self._peer_window and self.decoder.bytes_in - self._acked >= self._peer_window:
-                self._acked = self.decoder.bytes_in
-                self._send(*ch.control(ch.ACK, self._acked & 0xFFFFFFFF))
-            for message in messages:
-                await self._handle(message)
-            if self.writer.transport.get_write_buffer_size() > 1 << 20:
-                raise ch.ProtocolError("the peer does not read what we send")
+        # one idle watchdog per connection rather than a wait_for (a task) per read
+        loop = asyncio.get_running_loop()
+        self._last_read = loop.time()
+        self._watchdog = loop.call_later(self.config.idle_timeout_s, self._check_idle)
+        try:
+            while True:
+                data = await self.reader.read(READ_SIZE)
+                if not data:
+                    if self._timed_out:
+                        raise TimeoutError
+                    return
+                self._last_read = loop.time()
+                await self._received(data)
+        finally:
+            self._watchdog.cancel()
+
+    def _check_idle(self) -> None:
+        loop = asyncio.get_running_loop()
+        idle = loop.time() - self._last_read
+        if idle >= self.config.idle_timeout_s:
+            self._timed_out = True
+            self._close_transport()  # the pending read returns b"" and run() reports the timeout
+            return
+        self._watchdog = loop.call_later(self.config.idle_timeout_s - idle, self._check_idle)
+
+    async def _received(self, data: bytes) -> None:
+        messages = self.decoder.feed(data)
+        if self._peer_window and self.decoder.bytes_in - self._acked >= self._peer_window:
+            self._acked = self.decoder.bytes_in
+            self._send(*ch.control(ch.ACK, self._acked & 0xFFFFFFFF))
+        for message in messages:
+            await self._handle(message)
+        if self.writer.transport.get_write_buffer_size() > 1 << 20:
+            raise ch.ProtocolError("the peer does not read what we send")
 
     async def _handle(self, message: ch.Message) -> None:
         kind = message.type_id

@@ -28,7 +28,7 @@ rtmp {{
     server {{
         listen 127.0.0.1:{port};
         chunk_size 4096;
-        application live {{ live on; record off; }}
+        application live {{ live on; record off; wait_key on; }}
     }}
 }}
 """

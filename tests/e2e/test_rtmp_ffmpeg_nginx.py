@@ -18,6 +18,7 @@ from tests.e2e.rtmp_peers import NginxRtmp, ffmpeg_push, ffmpeg_read, ffprobe, k
 
 pytestmark = pytest.mark.e2e
 RED = (255, 0, 0)
+GREEN = (0, 255, 0)
 TONE = 1000.0
 
 
@@ -40,6 +41,7 @@ async def test_ingest_bframes_passthrough_and_mixed_push(gateway_factory, nginx_
     assert ingress["rtmp_url"].startswith("rtmp://127.0.0.1:") and ingress["rtmp_url"].endswith("/live")
     assert ingress["publish_url"] == f"{ingress['rtmp_url']}/{ingress['stream_key']}" and ingress["state"] == "inactive"
     publisher = ffmpeg_push(ingress["publish_url"], seconds=60, color="red", tone_hz=TONE, bframes=2)
+    publishers = [publisher]
     try:
         participant = await gw.participant("r", "obs")
         assert participant["kind"] == "rtmp"
@@ -66,10 +68,22 @@ async def test_ingest_bframes_passthrough_and_mixed_push(gateway_factory, nginx_
         assert len(frames) >= 60
         assert_colour(frames[-1], RED, (0, 0, 1, 1))
         assert audio is not None and abs(peak_hz(audio, rate) - TONE) < 15
+
+        # OBS reconnects (same key, new encoder session, timestamps from 0): the push follows it
+        # on the same CDN connection, with the new sequence headers
+        kill(publisher)
+        publisher = ffmpeg_push(ingress["publish_url"], seconds=60, color="lime", tone_hz=TONE, bframes=2)
+
+        async def resumed() -> bool:
+            return bool(gw.named("egress.status", egress_id=push["egress_id"], source="resumed"))
+        await wait_until(resumed, "the passthrough push follows the re-published source")
+        await read_back(nginx_rtmp.url("pass"), tmp_path / "pass2.flv", seconds=2)
+        frames, _, _ = decode(tmp_path / "pass2.flv")
+        assert_colour(frames[-1], GREEN, (0, 0, 1, 1))
         stopped = await gw.call("DELETE", f"/v1/egress/{push['egress_id']}", 200)
         assert stopped["status"] == "complete" and stopped["packets"] > 100
         assert gw.url_states(push["egress_id"], nginx_rtmp.url("pass")) == [
-            "connecting", "running", "disconnecting", "idle"]
+            "connecting", "running", "disconnecting", "idle"]  # never reconnected
 
         # ---- mixed: the room composite at the requested size and rate, plus an audio-only push
         encoding = {"width": 640, "height": 360, "fps": 25, "video_kbps": 800}
@@ -87,7 +101,7 @@ async def test_ingest_bframes_passthrough_and_mixed_push(gateway_factory, nginx_
         frames, audio, rate = decode(tmp_path / "mixed.flv")
         assert len(frames) >= 20  # a loaded machine may skip composite frames
         # 4:3 fitted into 16:9: red in the middle, the background at the sides
-        assert_colour(frames[-1], RED, (0.3, 0.1, 0.7, 0.9))
+        assert_colour(frames[-1], GREEN, (0.3, 0.1, 0.7, 0.9))
         assert audio is not None and abs(peak_hz(audio, rate) - TONE) < 15
         assert list(streams(sound_info)) == ["audio"]
         _, audio, rate = decode(tmp_path / "sound.flv")
@@ -95,4 +109,5 @@ async def test_ingest_bframes_passthrough_and_mixed_push(gateway_factory, nginx_
         for egress in (mixed, sound):
             assert (await gw.call("DELETE", f"/v1/egress/{egress['egress_id']}", 200))["status"] == "complete"
     finally:
-        kill(publisher)
+        for proc in [*publishers, publisher]:
+            kill(proc)
