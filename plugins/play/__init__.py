@@ -113,6 +113,9 @@ class PlayRunner:
         request = self.task.spec
         audio_only = request.get("audio_only") or not request.get("video", True)
         opened = await asyncio.to_thread(self.kind.open, spec, audio_only, request.get("audio", True))
+        if not player.is_alive():  # it ended while the new source was opening
+            opened.close()
+            raise Unprocessable("the play-in has ended", code="ingress_ended", field="action")
         self.task.result["media_info"] = opened.media_info
         player.command(Command("switch", source=opened))
         return {"action": "switch", "media_info": opened.media_info}
