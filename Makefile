@@ -7,7 +7,7 @@ CONFIG ?= conf/mediagate.toml
 # Debian packages: the run needs a CJK font for text watermarks; the tests also drive
 # real peers (ffmpeg/ffprobe, curl) and a PostgreSQL server for the store.
 RUN_DEBS  := fonts-noto-cjk
-TEST_DEBS := $(RUN_DEBS) ffmpeg curl postgresql
+TEST_DEBS := $(RUN_DEBS) ffmpeg curl postgresql nginx libnginx-mod-rtmp
 
 .PHONY: run test lint bench clean debs-run debs-test
 

@@ -107,8 +107,9 @@ def main() -> None:
     # what one composite costs when it keeps up (per-stage normalised on a loaded machine):
     # the machine's cores divided by it bound the count, whatever other load there is now
     one = run_mediagate(paths, max(5.0, args.seconds - WARMUP))
-    print(f"one composite: {one['normalised']:.3f} CPU-s/s -> at most {(os.cpu_count() or 1) / one['normalised']:.1f} "
-          f"in real time on an otherwise idle machine (load now {os.getloadavg()[0]:.1f})", flush=True)
+    bound = (os.cpu_count() or 1) / one["normalised"]
+    print(f"one composite: {one['normalised']:.3f} CPU-s/s -> cores / cost = {bound:.1f}"
+          f" composites at most (cost measured at load {os.getloadavg()[0]:.1f}; other load inflates it)", flush=True)
     best = 0
     for count in range(args.start, args.max + 1):
         run = run_processes if args.processes else run_threads
