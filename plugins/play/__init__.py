@@ -110,7 +110,12 @@ class PlayRunner:
         if not command.url and not file_id:
             raise ValidationFailed("switch needs url or file_id", field="url")
         spec = await self.kind.resolve(self.node, command.url, file_id)
-        opened = await asyncio.to_thread(self.kind.open, spec, self.task.spec.get("audio_only", False))
+        request = self.task.spec
+        audio_only = request.get("audio_only") or not request.get("video", True)
+        opened = await asyncio.to_thread(self.kind.open, spec, audio_only, request.get("audio", True))
+        if not player.is_alive():  # it ended while the new source was opening
+            opened.close()
+            raise Unprocessable("the play-in has ended", code="ingress_ended", field="action")
         self.task.result["media_info"] = opened.media_info
         player.command(Command("switch", source=opened))
         return {"action": "switch", "media_info": opened.media_info}
@@ -154,10 +159,10 @@ class UrlKind:
             return network_spec(url, self.config.schemes)
         return local_spec(url, [*self.config.allowed_dirs, node.config.files_dir])
 
-    def open(self, spec: SourceSpec, audio_only: bool) -> OpenedSource:
-        return open_source(spec, audio_only=audio_only, timeout_s=self.config.open_timeout_s)
+    def open(self, spec: SourceSpec, audio_only: bool, audio: bool = True) -> OpenedSource:
+        return open_source(spec, audio_only=audio_only, audio=audio, timeout_s=self.config.open_timeout_s)
 
-    def open_with_retries(self, spec: SourceSpec, audio_only: bool, on_retry: Any) -> OpenedSource:
+    def open_with_retries(self, spec: SourceSpec, audio_only: bool, audio: bool, on_retry: Any) -> OpenedSource:
         """Network sources: one try, then one after each retry delay (TRTC: 0, 1, 3 s)."""
         import time
 
@@ -168,7 +173,7 @@ class UrlKind:
                 on_retry(attempt, delay, last.message if last else "")
                 time.sleep(delay)
             try:
-                return self.open(spec, audio_only)
+                return self.open(spec, audio_only, audio)
             except SourceUnreachable as exc:
                 last = exc
         assert last is not None
@@ -183,7 +188,7 @@ class UrlKind:
                 task, "retrying", attempt=attempt, delay_s=delay, reason=reason), loop)
 
         audio_only = request.audio_only or not request.video
-        opened = await asyncio.to_thread(self.open_with_retries, spec, audio_only, on_retry)
+        opened = await asyncio.to_thread(self.open_with_retries, spec, audio_only, request.audio, on_retry)
         duration_s = opened.media_info["duration_ms"] / 1000
         if request.start_s and (not opened.seekable or request.start_s >= duration_s):
             opened.close()
@@ -201,7 +206,7 @@ class UrlKind:
         mock_audio = self.config.mock_audio and request.audio
         runner.player = Player(
             media.bus, participant.participant_id, opened, notify=runner.notify,
-            reopen=lambda: self.open(spec, audio_only), replay_times=request.replay_times,
+            reopen=lambda current: self.open(current, audio_only, request.audio), replay_times=request.replay_times,
             start_s=request.start_s, mock_audio=mock_audio, audio_lead_s=self.config.audio_lead_s,
             retry_delays_s=tuple(self.config.retry_delays_s), end_delay_s=self.config.end_event_delay_s)
         runner.player.start()

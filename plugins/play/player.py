@@ -31,12 +31,12 @@ from gateway.media.audio import BLOCK_SAMPLES, CHANNELS, samples_to_frame
 from gateway.media.bus import FrameBus
 from gateway.media.clock import AUDIO_RATE
 from gateway.media.track import CodecInfo, Track, TrackKind, TrackSource
-from plugins.play.source import PACKET_CODECS, OpenedSource, SourceUnreachable, describe_error
+from plugins.play.source import PACKET_CODECS, OpenedSource, SourceSpec, SourceUnreachable, describe_error
 
 log = structlog.get_logger(__name__)
 
 Notify = Callable[..., None]  # notify(kind: "status" | "finished", **data), from the player thread
-Reopen = Callable[[], OpenedSource]
+Reopen = Callable[[SourceSpec], OpenedSource]  # open the same source again
 
 
 @dataclass
@@ -222,7 +222,7 @@ class Player(threading.Thread):
         if self.source.seekable:
             self._seek(0.0)
         else:
-            self._switch_to(self.reopen())
+            self._switch_to(self.reopen(self.source.spec))
 
     def _play_once(self) -> None:
         source = self.source
@@ -249,7 +249,7 @@ class Player(threading.Thread):
             self.notify("status", status="reconnecting", attempt=attempt, delay_s=delay, reason=reason)
             self._wait_until(self.clock.now() + delay, holding=True)
             try:
-                source = self.reopen()
+                source = self.reopen(self.source.spec)
             except SourceUnreachable as error:
                 reason = error.message
                 continue

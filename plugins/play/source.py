@@ -121,7 +121,8 @@ def _attached_picture(stream: Any) -> bool:
     return bool(disposition is not None and flag is not None and disposition & flag)
 
 
-def open_source(spec: SourceSpec, *, audio_only: bool = False, timeout_s: float = 10.0) -> OpenedSource:
+def open_source(spec: SourceSpec, *, audio_only: bool = False, audio: bool = True,
+                timeout_s: float = 10.0) -> OpenedSource:
     """Open and probe; raises a MediagateError a user can read (never a bare FFmpeg error)."""
     options = {"protocol_whitelist": _PROTOCOLS[spec.scheme],
                "format_whitelist": _NET_FORMATS if spec.network else _FILE_FORMATS}
@@ -137,13 +138,13 @@ def open_source(spec: SourceSpec, *, audio_only: bool = False, timeout_s: float 
         raise UnsupportedMediaType(f"cannot read {spec.shown}: {getattr(exc, 'strerror', None) or exc}",
                                    code="unreadable_media", field="url") from exc
     try:
-        return _probe(spec, container, audio_only)
+        return _probe(spec, container, audio_only, audio)
     except BaseException:
         container.close()
         raise
 
 
-def _probe(spec: SourceSpec, container: Any, audio_only: bool) -> OpenedSource:
+def _probe(spec: SourceSpec, container: Any, audio_only: bool, use_audio: bool) -> OpenedSource:
     videos = [s for s in container.streams.video if not _attached_picture(s)]
     audios = list(container.streams.audio)
     if not videos and not audios:
@@ -156,7 +157,7 @@ def _probe(spec: SourceSpec, container: Any, audio_only: bool) -> OpenedSource:
         raise UnsupportedMediaType(f"{spec.shown}: the {stream.type} codec ({tag}) is not supported: no decoder "
                                    "for it", code="unsupported_codec", field="url")
     video = None if audio_only else (videos[0] if videos else None)
-    audio = audios[0] if audios else None
+    audio = audios[0] if audios and use_audio else None
     if video is None and audio is None:
         raise UnsupportedMediaType(f"{spec.shown} has no audio stream to play audio-only", code="no_media_streams",
                                    field="audio_only")

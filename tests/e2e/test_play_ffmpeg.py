@@ -125,8 +125,9 @@ class ColourWatch:
     """Samples the participant's decoded video (the bus, as the compositor sees it) every
     20 ms and records the sequence of colours shown."""
 
-    def __init__(self, track: Any) -> None:
+    def __init__(self, track: Any, find: Any = None) -> None:
         self.track = track
+        self.find = find  # () -> the participant's video track now (it changes with a switch)
         self.sub = track.subscribe_video()
         self.seen: list[int] = []
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -134,6 +135,8 @@ class ColourWatch:
     async def _run(self) -> None:
         last_seq = -1
         while True:
+            if self.track.closed and self.find is not None and (track := self.find()) is not None:
+                self.track, self.sub = track, track.subscribe_video()
             frame, seq = self.sub.latest()
             if frame is not None and seq != last_seq:
                 last_seq = seq
@@ -177,9 +180,14 @@ async def test_replay_times_plays_three_times(api: Any, play_node: Node, media_d
     # decoded on the bus: three times the file's frames (a decoder may lose one at a boundary)
     assert 3 * 2 * FPS - 3 <= frames.received <= 3 * 2 * FPS, frames.received
     assert samples.queued > 0 or samples.dropped_samples > 0
-    named = []
-    while not events.queue.empty():
-        named.append(events.queue.get_nowait())
+    named: list[Any] = []
+
+    def ended_seen() -> bool:
+        while not events.queue.empty():
+            named.append(events.queue.get_nowait())
+        return any(e.event == "ingress.ended" for e in named)
+
+    await wait_until(ended_seen, "the ingress.ended event")
     replays = [e for e in named if e.event == "ingress.status" and e.data.get("event") == "replay"]
     assert [e.data["loop"] for e in replays] == [2, 3]
     assert [e.event for e in named if e.event in ("ingress.started", "ingress.ended")] == [
@@ -303,13 +311,41 @@ async def test_bad_sources_fail_with_a_reason(api: Any, play_node: Node, media_d
     status, body = await start(client, auth, url=str(media_dir / "odd.wav"))
     assert status == 415 and body["error"]["code"] == "unsupported_codec", body
     assert "codec" in body["error"]["message"]
-    await asyncio.sleep(0.2)
-    seen = []
-    while not events.queue.empty():
-        seen.append(events.queue.get_nowait())
+    seen: list[Any] = []
+
+    def failure_seen() -> bool:
+        while not events.queue.empty():
+            seen.append(events.queue.get_nowait())
+        return any(e.event == "ingress.ended" and e.data.get("status") == "failed" for e in seen)
+
+    await wait_until(failure_seen, "a failed ingress.ended event")
     retries = [e for e in seen if e.event == "ingress.status" and e.data.get("status") == "retrying"]
     assert [e.data["attempt"] for e in retries] == [1, 2, 3], [e.data for e in retries]
     failed = [e for e in seen if e.event == "ingress.ended" and e.data.get("status") == "failed"]
     assert any(e.data["error"]["code"] == "source_unreachable" for e in failed)
     assert not play_node.rooms.rooms["play"].participants  # nothing joined
     events.close()
+
+
+async def test_switch_to_another_file_without_audio(api: Any, play_node: Node, media_dir: Path) -> None:
+    client, auth = api
+    status, body = await start(client, auth, url=str(media_dir / "colours.mp4"), start_s=3, audio=False)
+    assert status == 201, body
+    iid, pid = body["ingress_id"], body["participant_id"]
+    assert track_of(play_node, pid, TrackKind.AUDIO) is None  # "audio": false: not even silence
+    watch = ColourWatch(track_of(play_node, pid, TrackKind.VIDEO), lambda: track_of(play_node, pid, TrackKind.VIDEO))
+    try:
+        await wait_until(lambda: watch.current == 3, "colour 3 at start_s=3")
+        response = await client.post(f"/v1/ingress/{iid}/control",
+                                     json={"action": "switch", "url": str(media_dir / "clip.mp4")}, headers=auth)
+        assert response.status == 200, await response.text()
+        assert (await response.json())["media_info"]["has_audio"] is True
+        await wait_until(lambda: watch.current == 1, "the green clip after the switch")
+        assert watch.seen[watch.seen.index(3):] == [3, 1], watch.seen
+        assert track_of(play_node, pid, TrackKind.AUDIO) is None
+        response = await client.post(f"/v1/ingress/{iid}/control",
+                                     json={"action": "switch", "url": str(media_dir / "nothing.mp4")}, headers=auth)
+        assert response.status == 404  # a bad switch leaves the current source playing
+        assert play_node.ingress.get(iid).active
+    finally:
+        watch.close()
