@@ -135,3 +135,35 @@ async def test_a_participants_h264_is_recorded_without_reencoding(client: Any, a
         times, pictures = decode_video(path)
         assert near(centre(pictures[-1].astype(int)), GREEN)
         assert len(times) >= 25  # a second and more at the source's 25 fps
+
+
+async def test_individual_files_start_and_stop_with_their_participants(client: Any, auth: dict[str, str]) -> None:
+    await client.post("/v1/rooms", json={"room_id": "come", "canvas": CANVAS}, headers=auth)
+    response = await client.post("/v1/rooms/come/ingress", headers=auth, json={
+        "kind": "test", "identity": "red", "audio_only": True, "pattern": {"tone_hz": 500.0, "volume": 0.3}})
+    red = await response.json()
+    response = await client.post("/v1/rooms/come/egress", headers=auth, json={
+        "kind": "record", "record": {"mode": "individual", "formats": ["wav"], "split_bytes": 150 * 1024}})
+    egress_id = (await response.json())["egress_id"]
+    await asyncio.sleep(1.2)
+    await add_test(client, auth, "come", "green", "00FF00", 900.0)  # joins while recording
+    await asyncio.sleep(1.2)
+    await client.delete(f"/v1/ingress/{red['ingress_id']}", headers=auth)  # leaves while recording
+    await asyncio.sleep(1.2)
+    body = await (await client.delete(f"/v1/egress/{egress_id}", headers=auth)).json()
+    parts: dict[str, list[dict[str, Any]]] = {}
+    for info in body["files"]:
+        parts.setdefault(info["track"], []).append(info)
+    assert sorted(parts) == ["green_audio", "red_audio"], body["files"]  # green's picture: no video format
+    for who, tone in (("red", 500.0), ("green", 900.0)):
+        files = sorted(parts[f"{who}_audio"], key=lambda f: f["index"])
+        assert len(files) >= 2  # split by size: 150 KB of 48 kHz stereo PCM is 0.8 s
+        for info in files[:-1]:
+            assert info["size"] <= 150 * 1024 + 8 * 1024 and info["duration_s"] == pytest.approx(0.8, abs=0.05)
+        for before, after in zip(files, files[1:], strict=False):
+            assert after["started_at"] == pytest.approx(before["ended_at"], abs=0.021)
+        samples, rate = decode_audio(Path(files[0]["path"]))
+        assert peak_hz(samples, rate) == pytest.approx(tone, abs=5), who
+    red_files, green_files = parts["red_audio"], parts["green_audio"]
+    assert min(f["started_at"] for f in green_files) > min(f["started_at"] for f in red_files) + 0.8
+    assert max(f["ended_at"] for f in red_files) < max(f["ended_at"] for f in green_files) - 0.8
