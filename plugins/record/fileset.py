@@ -16,6 +16,7 @@ neither overlap nor leave a gap:
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -119,6 +120,7 @@ class FileSet:
         self._keyframe_asked = False
         self.files: list[FinishedFile] = []
         self.error: Exception | None = None
+        self.thread_cpu_s = 0.0  # CPU time of this file set's thread, once it has ended
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"record-{spec.who}", daemon=True)
 
@@ -156,6 +158,7 @@ class FileSet:
                 log.exception("closing a recording failed", who=self.spec.who)
             for source in self.sources:
                 source.close()
+            self.thread_cpu_s = time.thread_time()
 
     # ---------------------------------------------------------------- packets in
     def _pull(self) -> bool:

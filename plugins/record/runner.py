@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from gateway.tasks import Task
 
 log = structlog.get_logger(__name__)
+MIX_BACKLOG_BLOCKS = 250  # 5 s of 20 ms blocks: a file set starting slowly loses none of its audio
 
 
 def single_participant_layout(base: Layout, participant_id: str, track: str = "camera",
@@ -143,6 +144,13 @@ class RecordRunner:
         recorder_output: EncodedOutput | None = None
         composite_key: str | None = None
         keyframe = None
+        mix_codecs = [c for c in audio_codecs if not (c == "aac" and want_video and passthrough is None)]
+        mix = None
+        if audio_codecs:
+            # made first, and deep enough to wait while x264 opens: the audio starts with the file
+            selection = AudioSelection(participants=[participant_id]) if participant_id else canonical(
+                layout or self.node.media.room_layout(room), room).audio
+            mix = self.media.mixer.add_output(selection, maxsize=MIX_BACKLOG_BLOCKS)
         if want_video and passthrough is not None:
             sources.append(TrackPackets("video", passthrough, passthrough.subscribe_packets(from_keyframe=True),
                                         rebase=self.media.bus.clock))
@@ -154,15 +162,15 @@ class RecordRunner:
             sources.append(TrackPackets("video", recorder_output.video_track, recorder_output.subscribe_video()))
             keyframe = recorder_output.request_keyframe
             audio_track = recorder_output.audio_track
-            if "aac" in audio_codecs and audio_track is not None and audio_track.codec is not None \
-                    and audio_track.codec.name == "aac":
-                sources.append(TrackPackets("aac", audio_track, audio_track.subscribe_packets()))
-                audio_codecs.remove("aac")
-        if audio_codecs:
-            selection = AudioSelection(participants=[participant_id]) if participant_id else canonical(
-                layout or self.node.media.room_layout(room), room).audio
-            mix = self.media.mixer.add_output(selection)
-            sources.append(MixPackets(self.media.mixer, mix, audio_codecs, request.encoding.audio_kbps))
+            if "aac" in audio_codecs:
+                if audio_track is not None and audio_track.codec is not None and audio_track.codec.name == "aac":
+                    sources.append(TrackPackets("aac", audio_track, audio_track.subscribe_packets()))
+                else:
+                    mix_codecs.append("aac")
+        if mix is not None and mix_codecs:
+            sources.append(MixPackets(self.media.mixer, mix, mix_codecs, request.encoding.audio_kbps))
+        elif mix is not None:
+            self.media.mixer.remove_output(mix)
         spec = self._spec("mix", participant_id, formats)
         self._add(Recorder(self._fileset(spec, sources, keyframe), composite_key, recorder_output))
 
@@ -241,7 +249,8 @@ class RecordRunner:
         assert options is not None
         formats = [f for f in options.formats if f in AUDIO_FORMATS] or ["m4a"]
         spec = self._spec(self._who(track.participant_id, "audio"), track.participant_id, formats)
-        mix = self.media.mixer.add_output(AudioSelection(participants=[track.participant_id]))
+        mix = self.media.mixer.add_output(AudioSelection(participants=[track.participant_id]),
+                                          maxsize=MIX_BACKLOG_BLOCKS)
         source = MixPackets(self.media.mixer, mix, self._audio_codecs(formats), self.request.encoding.audio_kbps)
         self._add(Recorder(self._fileset(spec, [source])), track.track_id)
 

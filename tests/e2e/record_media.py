@@ -82,8 +82,7 @@ class Publisher:
                 self.track.push_frame(counter_picture(self.frames % (1 << BITS)))
             else:
                 frame = solid.reformat()  # a fresh frame object each time
-                frame.pts = round(self.frames * 90000 / self.fps)
-                frame.time_base = None
+                frame.pts = None  # the encoder numbers the frames at its fps
                 for packet in encoder.encode(frame):
                     self.track.push_packet(packet)
             self.frames += 1
@@ -106,8 +105,12 @@ def decode_audio(path: Path) -> tuple[np.ndarray, int]:
     with av.open(str(path)) as container:
         stream = container.streams.audio[0]
         rate = stream.codec_context.sample_rate
-        chunks = [f.to_ndarray() for f in container.decode(stream)]
-    mono = [c.mean(axis=0) if c.ndim == 2 and c.shape[0] <= 2 else c.reshape(-1) for c in chunks]
+        mono = []
+        for frame in container.decode(stream):
+            data = frame.to_ndarray()
+            channels = len(frame.layout.channels)
+            # planar: one row per channel; packed: channels interleaved in one row
+            mono.append(data.mean(axis=0) if frame.format.is_planar else data.reshape(-1, channels).mean(axis=1))
     return np.concatenate(mono).astype(float), rate
 
 
