@@ -282,11 +282,10 @@ class UploadSpool:
     async def _drain(self, egress_id: str) -> None:
         queue = self._queues[egress_id]
         try:
-            async with self._slots:
-                while queue:
-                    entry = queue[0]
-                    await self._upload(entry)
-                    queue.popleft()
+            while queue:
+                entry = queue[0]
+                await self._upload(entry)
+                queue.popleft()
         finally:
             if not queue:
                 self._queues.pop(egress_id, None)
@@ -304,7 +303,10 @@ class UploadSpool:
             try:
                 backend = self.node.storage.get(entry.storage.get("backend") or "local")
                 size = entry.path.stat().st_size
-                result = await backend.put(entry.path, entry.key, entry.storage)
+                # a slot per attempt, not per recording: one retrying against a dead server
+                # must not hold up recordings bound for another backend
+                async with self._slots:
+                    result = await backend.put(entry.path, entry.key, entry.storage)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # every failure is reported, none kills the worker

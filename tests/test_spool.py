@@ -34,6 +34,7 @@ class FlakyStore:
         self.permanent = False
         self.stored: list[tuple[str, bytes]] = []
         self.gate: asyncio.Event | None = None
+        self.down_prefix = "\x00"  # keys starting with this fail every time (a server that is away)
 
     def validate(self, options: dict[str, Any]) -> None:
         pass
@@ -44,6 +45,8 @@ class FlakyStore:
     async def put(self, path: Path, key: str, options: dict[str, Any]) -> dict[str, Any]:
         if self.gate is not None:
             await self.gate.wait()
+        if key.startswith(self.down_prefix):
+            raise UploadError("connection refused", code="EndpointConnectionError")
         if self.failures > 0:
             self.failures -= 1
             raise UploadError("Service Unavailable: try later" if not self.permanent else "The key is wrong",
@@ -98,6 +101,20 @@ async def test_uploads_go_in_commit_order_through_failures(make_node: Any, store
     assert done["recovered"] is False and done["size"] == len(b"segment 0") and done["meta"]["index"] == 0
     assert not any(node.spool.root.iterdir()), "stored files leave the spool"
     log.close()
+
+
+async def test_a_recording_retrying_does_not_hold_up_the_others(make_node: Any, store: FlakyStore) -> None:
+    node = await spool_node(make_node, store, "spool.concurrency=1")
+    store.down_prefix = "away/"
+    stuck = node.spool.reserve(room_id="r", egress_id="EG_away", filename="a.mp4",
+                               storage={"backend": "flaky", "prefix": "away"})
+    stuck.path.write_bytes(b"a")
+    await node.spool.commit(stuck)
+    other = node.spool.reserve(room_id="r", egress_id="EG_fine", filename="b.mp4", storage={"backend": "flaky"})
+    other.path.write_bytes(b"b")
+    await node.spool.commit(other)
+    assert (await node.spool.uploaded(other, timeout=10) or {}).get("key") == "b.mp4"
+    assert [e.filename for e in node.spool.pending()] == ["a.mp4"]  # still trying, still queued
 
 
 async def test_permanent_failure_is_reported_and_kept_for_the_next_start(make_node: Any, store: FlakyStore) -> None:

@@ -12,6 +12,7 @@ bucket's usual host name (private deployments, tests).
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import threading
 from pathlib import Path
@@ -31,6 +32,8 @@ FIELD = "record.storage"
 PERMANENT = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "NoSuchBucket", "InvalidBucketName",
              "InvalidArgument"}
 BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9\-]{0,48}-\d{5,}$")
+# the SDK logs every request with its headers at INFO; keep its warnings and errors only
+logging.getLogger("qcloud_cos").setLevel(logging.WARNING)
 HOST_RE = re.compile(r"^[A-Za-z0-9.\-]+$")
 REGION_RE = re.compile(r"^[a-z]{2,}(-[a-z0-9]+)+$")
 

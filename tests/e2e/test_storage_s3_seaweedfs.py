@@ -354,3 +354,20 @@ async def test_sigkill_mid_recording_then_restart_uploads_the_partial_recording(
     frames, audio, _ = decode(path)
     assert near(patch(frames[-1].astype(int), 160, 120), RED[0]) and tone_level(audio, RED[1]) > 100
     assert not list(spooled.parent.glob(f"{egress_id}/**/*")), "the recovered recording left the spool"
+
+
+async def test_large_files_go_up_in_parts(weed: Seaweed, tmp_path: Path) -> None:
+    """Past the threshold boto3 uploads in 5 MB parts (SeaweedFS refuses smaller non-last parts)."""
+    from plugins.storage_s3 import S3Config, S3Storage
+
+    storage = S3Storage(S3Config(endpoint=weed.endpoint, bucket=BUCKET, access_key=ACCESS_KEY, secret_key=SECRET_KEY,
+                                 addressing_style="path", multipart_threshold_mb=5, multipart_chunk_mb=5))
+    payload = np.random.default_rng(7).integers(0, 256, 12 * 1024 * 1024, dtype=np.uint8).tobytes()
+    path = tmp_path / "big.mp4"
+    path.write_bytes(payload)
+    result = await storage.put(path, "big/big.mp4", {"backend": "s3"})
+    head = weed.client().head_object(Bucket=BUCKET, Key="big/big.mp4")
+    assert head["ETag"].strip('"').endswith("-3"), head["ETag"]  # an S3 multipart ETag: 3 parts
+    assert head["ContentLength"] == result["size"] == len(payload)
+    assert head["ContentType"] == "video/mp4"
+    assert download(weed, "big/big.mp4", tmp_path / "back.mp4")[0].read_bytes() == payload

@@ -5,6 +5,7 @@ refuses any request whose signature does not check out."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -14,6 +15,7 @@ from gateway.errors import ValidationFailed
 from gateway.storage import UploadError
 from plugins.storage_cos import CosConfig, CosStorage
 from tests.plugins.storage_cos.cos_fake import FakeCos, sign_key, signature, string_to_sign
+from tests.plugins.storage_cos.recording import assert_red, record_red
 
 # Tencent Cloud COS, "Request Signature" (https://www.tencentcloud.com/document/product/436/7778),
 # section "Use Cases": the example key pair and the two worked requests.
@@ -129,3 +131,15 @@ def test_missing_credentials_are_named() -> None:
     with pytest.raises(ValidationFailed) as caught:
         storage.validate({"backend": "cos"})
     assert caught.value.field == "record.storage.access_key"
+
+
+async def test_a_recording_lands_in_fake_cos_through_the_spool(make_node: Any, cos_server: TestServer,
+                                                               tmp_path: Path) -> None:
+    node = await make_node('plugins.storage_cos.region="ap-guangzhou"', 'plugins.storage_cos.access_key="AKIDtest"',
+                           'plugins.storage_cos.secret_key="cos-secret"',
+                           f'plugins.storage_cos.endpoint="http://127.0.0.1:{cos_server.port}"')
+    data = await record_red(node, {"backend": "cos", "bucket": "records-1250000000", "prefix": "rec"})
+    fake: FakeCos = cos_server.fake  # type: ignore[attr-defined]
+    body = fake.objects[("records-1250000000.cos.ap-guangzhou.myqcloud.com", data["key"])]
+    assert data["key"].startswith("rec/cosroom/") and len(body) == data["size"]
+    assert_red(body, tmp_path)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestServer
@@ -14,6 +15,7 @@ from aiohttp.test_utils import TestServer
 from gateway.errors import ValidationFailed
 from gateway.storage import UploadError
 from plugins.storage_qiniu import QiniuConfig, QiniuStorage
+from tests.plugins.storage_cos.recording import assert_red, record_red
 from tests.plugins.storage_qiniu.qiniu_fake import FakeKodo, upload_token
 
 # Qiniu Kodo, "上传凭证" (Upload Token), https://developer.qiniu.com/kodo/manual/1208/upload-token:
@@ -106,3 +108,15 @@ def test_bad_options_name_the_field(options: dict[str, str], field: str) -> None
     with pytest.raises(ValidationFailed) as caught:
         storage.validate({"backend": "qiniu", **{k: v for k, v in options.items() if k not in config or v}})
     assert caught.value.field == field
+
+
+async def test_a_recording_lands_in_fake_kodo_through_the_spool(make_node: Any, kodo: TestServer,
+                                                                tmp_path: Path) -> None:
+    node = await make_node('plugins.storage_qiniu.access_key="qiniu-ak"', 'plugins.storage_qiniu.secret_key="qiniu-sk"',
+                           f'plugins.storage_qiniu.endpoint="http://127.0.0.1:{kodo.port}"',
+                           'plugins.storage_qiniu.domain="https://media.example.com"')
+    data = await record_red(node, {"backend": "qiniu", "bucket": "records", "prefix": "rec"})
+    fake: FakeKodo = kodo.fake  # type: ignore[attr-defined]
+    body = fake.objects[("records", data["key"])]
+    assert data["url"] == f"https://media.example.com/{data['key']}" and len(body) == data["size"]
+    assert_red(body, tmp_path)
