@@ -103,3 +103,38 @@ async def test_cancel_while_ringing_ends_the_call(node: Any, client: Any, auth: 
         assert await sipp.wait(30) == 0, sipp.errors()  # it saw our CANCEL and the ACK of its 487
     finally:
         sipp.kill()
+
+
+async def test_gate_registers_with_digest_and_refreshes(node: Any, client: Any, auth: dict[str, str]) -> None:
+    sipp, port = await callee("uas_register_digest.xml")
+    with node.events.subscribe() as sub:
+        try:
+            response = await client.post("/v1/sip/gates", headers=auth, json={
+                "name": "carrier", "host": "127.0.0.1", "port": port, "register": True,
+                "username": "gateuser", "password": "gatepass", "expires_s": 60})
+            assert response.status == 201, await response.text()
+            gate = await response.json()
+            registered = await next_event(sub, "sip.registration.state", gate_id=gate["gate_id"], timeout=30)
+            assert registered.data["state"] == "registered", registered.data
+            refreshed = await next_event(sub, "sip.registration.state", gate_id=gate["gate_id"], timeout=30)
+            assert refreshed.data["state"] == "refreshed", refreshed.data
+            assert await sipp.wait(30) == 0, sipp.errors()
+            info = await (await client.get(f"/v1/sip/gates/{gate['gate_id']}", headers=auth)).json()
+            assert info["refreshes"] >= 3 and info["last_status"] == 200, info
+            assert "password" not in info
+        finally:
+            sipp.kill()
+
+
+async def test_gate_with_a_wrong_password_fails(node: Any, client: Any, auth: dict[str, str]) -> None:
+    sipp, port = await callee("uas_register_digest.xml")
+    with node.events.subscribe() as sub:
+        try:
+            response = await client.post("/v1/sip/gates", headers=auth, json={
+                "name": "carrier", "host": "127.0.0.1", "port": port, "register": True,
+                "username": "gateuser", "password": "nope"})
+            gate = await response.json()
+            state = await next_event(sub, "sip.registration.state", gate_id=gate["gate_id"], timeout=30)
+            assert state.data["state"] == "failed" and state.data["status"] == 403, state.data
+        finally:
+            sipp.kill()
