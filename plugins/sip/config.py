@@ -28,6 +28,10 @@ class SipConfig(BaseModel):
     allow_anonymous: bool = True  # accept calls not from a gate or registered account
     route_by_room_id: bool = True  # a dialled number that is a room id goes to that room
     realm: str = "mediagate"  # digest realm of the registrar
+    # the challenges sent, in order. RFC 8760 phones want ["SHA-256", "MD5"]; the default is MD5
+    # only because libre-based phones (Debian's baresip 1.0) fail on any SHA-256 challenge
+    # (ENOSYS) even next to an MD5 one. Credentials of either algorithm are verified.
+    digest_algorithms: list[str] = ["MD5"]
     register_min_expires_s: int = Field(60, ge=1)
     register_max_expires_s: int = Field(3600, ge=60)
     ring_timeout_s: float = Field(60.0, gt=0)  # dial-out: CANCEL when unanswered this long
@@ -35,6 +39,14 @@ class SipConfig(BaseModel):
     pin_timeout_s: float = Field(10.0, gt=0)  # per attempt
     options_interval_s: float = Field(30.0, gt=0)  # keepalive OPTIONS to enabled gates
     prompt_dir: str = ""  # where prompts are made at first start; default <data_dir>/sip/prompts
+
+    @field_validator("digest_algorithms")
+    @classmethod
+    def _algorithms(cls, value: list[str]) -> list[str]:
+        value = [v.upper() for v in value]
+        if not value or any(v not in ("MD5", "SHA-256") for v in value):
+            raise ValueError("digest_algorithms: MD5 and/or SHA-256")
+        return value
 
     @field_validator("codecs")
     @classmethod

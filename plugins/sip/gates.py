@@ -130,12 +130,12 @@ class GateManager:
                     continue
                 await asyncio.sleep(RETRY_S)
             else:
+                await asyncio.sleep(interval)  # first ping one interval after start: a new gate is not yet up
                 status = await self._options(gate)
                 reachable = status > 0
                 if reachable != gate.reachable:
                     gate.reachable = reachable
                     self._event(gate, "reachable" if reachable else "unreachable")
-                await asyncio.sleep(interval)
 
     def _base_request(self, gate: Gate, method: str, uri: str, to_user: str, call_id: str, cseq: int) -> SipRequest:
         domain = gate.from_domain or gate.host

@@ -69,6 +69,7 @@ class MediaLeg:
     dtmf_out: deque[tuple[bytes, bool] | None] = field(default_factory=deque)
     _dtmf_ts: int | None = None
     _last_event_ts: int | None = None
+    _event_ended: bool = False
     _last_seq: int | None = None
     _pts: int = 0
     _timed_out: bool = False
@@ -240,14 +241,17 @@ class LegEngine:
             leg.track.push_frame(frame)
 
     def _event(self, leg: MediaLeg, packet: rtp.RtpPacket) -> None:
+        """One digit per event (RFC 4733 §2.5): a new timestamp, or a restart after an end."""
         parsed = dtmf.event_digit(packet.payload)
         if parsed is None or leg.on_digit is None:
             return
-        digit, _end, _duration = parsed
-        if packet.timestamp == leg._last_event_ts:
-            return  # the same event again (updates, the thrice-sent end)
-        leg._last_event_ts = packet.timestamp
-        self.loop.call_soon_threadsafe(leg.on_digit, digit)
+        digit, end, _duration = parsed
+        if packet.timestamp != leg._last_event_ts or (leg._event_ended and not end):
+            leg._last_event_ts = packet.timestamp
+            leg._event_ended = False
+            self.loop.call_soon_threadsafe(leg.on_digit, digit)
+        if end:
+            leg._event_ended = True  # the thrice-sent end packets add nothing
 
     # ---------------------------------------------------------------- sending
     def _send(self, legs: tuple[MediaLeg, ...]) -> None:

@@ -1,5 +1,5 @@
 """The registrar (RFC 3261 §10) for accounts, with digest authentication (RFC 8760:
-SHA-256 offered first, MD5 for older phones). Bindings live in memory: a phone refreshes
+SHA-256 and MD5, in the configured order). Bindings live in memory: a phone refreshes
 them anyway, and a restarted node asks it to (its REGISTER refresh gets a fresh challenge).
 
 Nonces are stateless: ``<time>.<hmac>`` checked for age and integrity, so a flood of
@@ -80,8 +80,8 @@ class Registrar:
     def challenges(self, stale: bool = False) -> list[tuple[str, str]]:
         nonce = self.nonce()
         extra = ", stale=true" if stale else ""
-        return [(name, f'Digest realm="{self.realm}", nonce="{nonce}", algorithm={alg}, qop="auth"{extra}')
-                for alg in ("SHA-256", "MD5") for name in ("WWW-Authenticate",)]
+        return [("WWW-Authenticate", f'Digest realm="{self.realm}", nonce="{nonce}", algorithm={alg}, qop="auth"{extra}')
+                for alg in self.service.config.digest_algorithms]
 
     def verify(self, txn: ServerTransaction, header: str = "authorization") -> tuple[dict[str, Any] | None, bool]:
         """(the account, stale nonce?) of a request's credentials; (None, False) if none or wrong."""

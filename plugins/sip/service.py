@@ -403,6 +403,8 @@ class SipService:
             except TimeoutError:
                 break
             if digit == "#":
+                if not entered:
+                    continue  # the '#' closing the previous full-length entry
                 break
             entered += digit
             if len(entered) >= length:

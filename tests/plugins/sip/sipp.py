@@ -36,7 +36,7 @@ def free_port(kind: int = socket.SOCK_DGRAM) -> int:
 
 def sipp_args(scenario: str, *args: str, port: int, media_port: int | None = None) -> list[str]:
     """`scenario`: a built-in name (uac_pcap) or a file in contrib/sipp (ends in .xml)."""
-    where = ["-sf", str(SCENARIOS / scenario)] if scenario.endswith(".xml") else ["-sn", scenario]
+    where = ["-sf", str(SCENARIOS / scenario)] if scenario.endswith(".xml") else ["-sn", scenario]  # noqa: E501
     out = ["sipp", *where, "-i", "127.0.0.1", "-p", str(port), "-nostdin", "-trace_err", "-timeout", "60s"]
     if media_port is not None:
         out += ["-mp", str(media_port), "-mi", "127.0.0.1"]
@@ -97,3 +97,44 @@ async def next_event(sub: Any, name: str, timeout: float = 30, **match: Any) -> 
         event = await asyncio.wait_for(sub.get(), remaining)
         if event.event == name and all(event.data.get(k) == v for k, v in match.items()):
             return event
+
+
+DIGIT_PCAP = {"*": "star", "#": "pound"}
+
+
+def dtmf_scenario(path: Path, digits: str, *, hangup: str = "caller", gap_ms: int = 400,
+                  first_ms: int = 1000, hold_ms: int = 1000) -> Path:
+    """A uac that calls, then plays sip-tester's RFC 4733 pcaps for `digits` (one per gap).
+
+    hangup="caller": it sends BYE; "callee": it waits for our BYE (a rejected PIN)."""
+    template = (SCENARIOS / "uac_dtmf.xml").read_text()
+    a, b = template.index("  <!-- DIGITS -->") + len("  <!-- DIGITS -->"), template.index("  <!-- CALLER HANGS UP -->")
+    template = template[:a] + "\n" + template[b:]
+    plays = []
+    for i, digit in enumerate(digits):
+        name = DIGIT_PCAP.get(digit, digit)
+        plays.append(f'  <pause milliseconds="{first_ms if i == 0 else gap_ms}"/>\n'
+                     f'  <nop><action><exec play_pcap_audio="pcap/dtmf_2833_{name}.pcap"/></action></nop>')
+    body = template.replace("  <!-- DIGITS -->", "\n".join(plays))
+    body = body.replace('  <!-- CALLER HANGS UP -->\n  <pause milliseconds="1000"/>',
+                        f'  <!-- CALLER HANGS UP -->\n  <pause milliseconds="{hold_ms}"/>')
+    if hangup == "callee":
+        start, stop = body.index("  <!-- CALLER HANGS UP -->"), body.index("  <!-- END -->")
+        body = body[:start] + CALLEE_HANGS_UP + body[stop:]
+    path.write_text(body)
+    return path
+
+
+CALLEE_HANGS_UP = """  <recv request="BYE" timeout="60000"></recv>
+  <send>
+    <![CDATA[
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+    ]]>
+  </send>
+"""
