@@ -62,6 +62,8 @@ class TokenBuckets:
         for key, bucket in list(self._buckets.items()):
             if bucket.tokens + (now - bucket.stamp) * self.rate >= self.burst:
                 del self._buckets[key]
+        for key in list(self._buckets)[: max(0, len(self._buckets) - MAX_BUCKETS // 2)]:
+            del self._buckets[key]  # still too many (a flood of fresh keys): forget the oldest
 
     def wait_s(self, key: str) -> float:
         """Seconds until ``key`` has a token again; 0 when it has one now."""
