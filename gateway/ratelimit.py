@@ -62,6 +62,9 @@ class TokenBuckets:
         for key, bucket in list(self._buckets.items()):
             if bucket.tokens + (now - bucket.stamp) * self.rate >= self.burst:
                 del self._buckets[key]
+        if len(self._buckets) >= MAX_BUCKETS:  # still full (a flood of fresh keys): forget the oldest tenth
+            for key in list(self._buckets)[: MAX_BUCKETS // 10]:
+                del self._buckets[key]
 
     def wait_s(self, key: str) -> float:
         """Seconds until ``key`` has a token again; 0 when it has one now."""

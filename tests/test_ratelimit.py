@@ -58,3 +58,13 @@ def test_many_addresses_do_not_grow_the_table_forever() -> None:
         buckets.take(f"10.0.{index // 256}.{index % 256}")
         clock.now += 10  # each earlier bucket is full again
     assert len(buckets._buckets) <= ratelimit.MAX_BUCKETS
+
+
+def test_a_flood_of_fresh_keys_stays_bounded() -> None:
+    from gateway import ratelimit
+
+    buckets = TokenBuckets(rate=0.001, burst=1, clock=Clock())  # nothing refills during the flood
+    for index in range(ratelimit.MAX_BUCKETS * 2):
+        buckets.take(f"key-{index}")
+    assert len(buckets._buckets) <= ratelimit.MAX_BUCKETS
+    assert buckets.take(f"key-{ratelimit.MAX_BUCKETS * 2 - 1}") > 0  # the newest are still remembered
