@@ -7,7 +7,7 @@ EgressStatus): starting -> active -> ending -> complete, or failed / aborted.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
 
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from gateway.rooms.room import Room
 
 log = structlog.get_logger(__name__)
+URL_PATTERN = r"^(rtmp|rtmps|srt|http|https)://"  # the schemes _urls accepts, said in the schema
 
 
 # why a task ended -> TRTC's 302 RECORDER_STOP LeaveCode (-1: none fits)
@@ -108,7 +109,7 @@ class ParticipantSource(Strict):
 class EgressRequest(Strict):
     kind: str = Field(description="rtmp, record, or a plugin's kind")
     source: Literal["composite"] | ParticipantSource = "composite"
-    urls: list[str] = Field(default_factory=list, max_length=5)
+    urls: list[Annotated[str, Field(pattern=URL_PATTERN)]] = Field(default_factory=list, max_length=5)
     record: RecordOptions | None = None
     encoding: Encoding = Field(default_factory=Encoding)
     layout: Layout | None = Field(None, description="this task's own layout; default is the room's")
@@ -127,7 +128,7 @@ class EgressRequest(Strict):
 
 class EgressUpdate(Strict):
     layout: Layout | None = None
-    urls: list[str] | None = Field(None, max_length=5)
+    urls: list[Annotated[str, Field(pattern=URL_PATTERN)]] | None = Field(None, max_length=5)
     audio: AudioSelection | None = None
 
 

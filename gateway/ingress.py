@@ -29,8 +29,8 @@ class TestPattern(Strict):
     bars: bool = Field(False, description="SMPTE-style colour bars instead of a solid colour")
     tone_hz: float | list[float] | None = Field(440.0, description="sine tone(s); null = no audio")
     volume: float = Field(0.25, ge=0, le=1)
-    width: int = Field(640, ge=16, le=3840)
-    height: int = Field(360, ge=16, le=2160)
+    width: int = Field(640, ge=16, le=3840, multiple_of=2, description="even (yuv420p)")
+    height: int = Field(360, ge=16, le=2160, multiple_of=2, description="even (yuv420p)")
     fps: int = Field(30, ge=1, le=60)
     label: str | None = Field(None, max_length=64, description="text drawn on the picture")
 

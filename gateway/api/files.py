@@ -60,6 +60,11 @@ def _filename(part: BodyPartReader) -> str:
     return name
 
 
+def _unknown_field(name: str | None) -> BadRequest:
+    name = str(name or "")[:64]
+    return BadRequest(f"unknown form field {name!r}: send only 'file'", code="unknown_field", field=name or "file")
+
+
 async def _next_part(reader: MultipartReader) -> object:
     try:
         return await reader.next()
@@ -82,22 +87,29 @@ async def upload_file(request: web.Request) -> web.Response:
         reader = await request.multipart()
     except MULTIPART_ERRORS as exc:  # no boundary, or an unparsable content type
         raise _malformed(exc) from exc
+    unknown: list[str] = []  # the form has one field, and the schema says so
     while True:
         part = await _next_part(reader)
         if part is None:
             raise BadRequest("no 'file' field in the form", code="missing_file", field="file")
         if isinstance(part, BodyPartReader) and part.name == "file":
+            if unknown:
+                raise _unknown_field(unknown[0])
             filename = _filename(part)
             info = await node.files.save_stream(filename, _chunks(part), owner=principal(request).subject)
+            extra = await _next_part(reader)
+            if extra is not None:  # take the file back rather than guess what the rest meant
+                await node.files.delete(info["file_id"])
+                raise _unknown_field(getattr(extra, "name", None))
             node.events.emit("upload.done", None, file_id=info["file_id"], name=info["name"], size=info["size"])
             return web.json_response(info, status=201)
-        if isinstance(part, BodyPartReader):
-            try:
-                await part.release()  # another form field: skip it
-            except MULTIPART_ERRORS as exc:
-                raise _malformed(exc) from exc
-        elif part is not None:  # a nested multipart: not a form field
+        if not isinstance(part, BodyPartReader):
             raise BadRequest("nested multipart parts are not accepted", code="malformed_multipart", field="file")
+        unknown.append(part.name or "")
+        try:
+            await part.release()
+        except MULTIPART_ERRORS as exc:
+            raise _malformed(exc) from exc
 
 
 async def list_files(request: web.Request) -> dict[str, Any]:
@@ -133,7 +145,7 @@ def register(router: ApiRouter) -> None:
     router.add("POST", "/v1/files", upload_file, response=FileOut, status=201, tags=tags, errors=(400, 413, 415),
                request_content={"multipart/form-data": {"schema": {
                    "type": "object", "properties": {"file": {"type": "string", "format": "binary"}},
-                   "required": ["file"]}}})
+                   "required": ["file"], "additionalProperties": False}}})
     router.add("GET", "/v1/files", list_files, response=FileList, tags=tags)
     router.add("GET", "/v1/files/{file_id}", get_file, response=FileOut, tags=tags, errors=(404,))
     router.add("GET", "/v1/files/{file_id}/content", download_file, tags=tags, errors=(404,))

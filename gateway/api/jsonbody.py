@@ -26,10 +26,12 @@ def _constant(name: str) -> Any:
     raise _malformed(f"{name} is not JSON: numbers must be finite")
 
 
-def _float(text: str) -> float:
+def _float(text: str) -> float | int:
     value = float(text)
     if not math.isfinite(value):
         raise _malformed(f"number {text[:32]} is out of range")
+    if value.is_integer() and abs(value) < 2**63:
+        return int(value)  # JSON Schema counts 5.0 as an integer; float fields take ints too
     return value
 
 

@@ -9,6 +9,7 @@ from aiohttp import web
 from gateway.api import NODE
 from gateway.api.middleware import principal, require_operator, require_room_access
 from gateway.api.routing import ApiRouter
+from gateway.errors import ValidationFailed
 from gateway.media.layout.model import Layout
 from gateway.rooms.models import (
     ParticipantOut,
@@ -19,6 +20,7 @@ from gateway.rooms.models import (
     RoomOut,
     RoomUpdate,
 )
+from gateway.rooms.room import Room
 from gateway.security import Permission
 
 if TYPE_CHECKING:
@@ -38,6 +40,12 @@ async def create_room(request: web.Request, body: RoomCreate) -> dict[str, Any]:
     else:
         require_operator(request, "room.create", body.room_id)
     node = _node(request)
+    if body.layout is not None:  # the same checks as PUT /layout (templates, images), on the empty room
+        try:
+            node.media.validate_layout(Room({"room_id": body.room_id or "new", "settings": {}}), body.layout)
+        except ValidationFailed as exc:
+            exc.field = f"layout.{exc.field}" if exc.field else "layout"
+            raise
     room = await node.rooms.create(body, creator=None if who.is_operator else who.subject)
     return node.rooms.describe(room)
 

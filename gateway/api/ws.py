@@ -167,5 +167,5 @@ async def _pump_events(ws: web.WebSocketResponse, subscription: Any, session: Se
 
 
 def register(router: Any) -> None:
-    router.add("GET", "/v1/rooms/{room_id}/ws", room_ws, tags=("rooms",), errors=(404,),
+    router.add("GET", "/v1/rooms/{room_id}/ws", room_ws, tags=("rooms",), errors=(400, 404),
                summary="Room WebSocket: events, chat and control commands (join token or API token)")

@@ -57,7 +57,7 @@ async def test_malformed_multipart_parts_are_400_naming_the_file(api: Any, clien
     response = await post_raw(client, api.auth, raw_part)
     assert response.status in (400, 415), await response.text()
     code, field = api.error_of(await response.json())
-    assert field == "file" and code in ("malformed_multipart", "missing_file", "missing_filename",
+    assert field == "file" and code in ("malformed_multipart", "missing_file", "missing_filename", "unknown_field",
                                         "unsupported_type", "type_mismatch"), code
     assert stored_files(node) == []
 
@@ -145,7 +145,7 @@ async def test_served_documents_are_strict_json(api: Any, client: TestClient) ->
 
 @pytest.mark.parametrize(("body", "field"), [
     ({"locked": 0}, "locked"), ({"locked": "true"}, "locked"), ({"auto_record": 1}, "auto_record"),
-    ({"max_participants": "5"}, "max_participants"), ({"max_participants": 5.0}, "max_participants"),
+    ({"max_participants": "5"}, "max_participants"), ({"max_participants": 5.5}, "max_participants"),
     ({"max_participants": True}, "max_participants"),
 ])
 async def test_types_are_strict_as_the_schema_says(api: Any, client: TestClient, body: dict[str, Any],
@@ -277,3 +277,19 @@ def test_the_helpers_build_what_they_claim(tmp_path: Path) -> None:
     path.write_bytes(png_header_only(300, 200))
     with Image.open(path) as image:
         assert image.size == (300, 200)
+
+
+async def test_a_form_field_besides_file_is_refused_and_nothing_kept(api: Any, client: TestClient,
+                                                                     node: Node) -> None:
+    from aiohttp import FormData
+
+    for first in (True, False):
+        body = FormData()
+        if not first:
+            body.add_field("note", "hello")
+        body.add_field("file", png_bytes(), filename="a.png", content_type="image/png")
+        if first:
+            body.add_field("note", "hello")
+        response = await client.post("/v1/files", data=body, headers=api.auth)
+        await api.expect_error(response, 400, "unknown_field", "note")
+    assert stored_files(node) == [] and await node.store.list_files() == []
