@@ -295,8 +295,13 @@ function renderPeople() {
     }
     const icons = document.createElement('span');
     icons.className = 'icons';
-    icons.textContent = `${p.audio_muted ? '🔇' : '🎙'} ${p.video_muted ? '🚫' : '📷'}`;
-    icons.title = `${p.kind}${p.audio_muted ? ', muted' : ''}${p.video_muted ? ', camera off' : ''}`;
+    for (const [label, off] of [['mic', p.audio_muted], ['cam', p.video_muted]]) {
+      const tag = document.createElement('span');
+      tag.className = off ? 'tag off' : 'tag';
+      tag.textContent = off ? `${label} off` : label;
+      icons.append(tag, ' ');
+    }
+    icons.title = p.kind;
     li.append(avatar, name, icons);
     list.append(li);
   }
@@ -357,4 +362,8 @@ $('btn-cam').addEventListener('click', toggleCamera);
 $('btn-screen').addEventListener('click', toggleScreen);
 $('btn-leave').addEventListener('click', leave);
 $('rejoin').addEventListener('click', () => { if (app.token) enter(app.token); else location.reload(); });
+window.addEventListener('hashchange', () => {
+  const token = fragmentToken();
+  if (token && !app.ws) enter(token);
+});
 lobby();
