@@ -84,6 +84,18 @@ async def test_cdn_outage_recovers(gateway_factory, tmp_path: Path) -> None:  # 
         assert_colour(frames[-1], (255, 0, 0), (0.3, 0.3, 0.7, 0.7))
         details = await gw.egress(egress_id)
         assert details["outputs"][0]["reconnects"] >= 1 and details["outputs"][0]["state"] == "running"
+        # this push followed the room layout: a layout of its own moves it to its own composite,
+        # on the same connection
+        own = {"canvas": {**CANVAS, "background": {"color": "0000FF"}}, "template": "custom",
+               "regions": [{"source": {"participant": "red"}, "x": 0, "y": 0, "w": 0.5, "h": 0.5,
+                            "units": "fraction", "fit": "fill"}]}
+        response = await gw.client.patch(f"/v1/egress/{egress_id}", json={"layout": own}, headers=gw.auth)
+        assert response.status == 200, await response.text()
+        frames = await read_frames(url, tmp_path / "own.flv")
+        assert_colour(frames[-1], (255, 0, 0), (0.05, 0.05, 0.45, 0.45))
+        assert_colour(frames[-1], (0, 0, 255), (0.55, 0.55, 0.95, 0.95))
+        assert set(gw.node.rooms.rooms["out"].media.composites) == {f"egress:{egress_id}"}
+        assert gw.url_states(egress_id, url) == ["connecting", "running", "recovering", "running"]
         await gw.call("DELETE", f"/v1/egress/{egress_id}", 200)
         assert gw.url_states(egress_id, url)[-2:] == ["disconnecting", "idle"]
     finally:
