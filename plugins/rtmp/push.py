@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import queue
+import ssl
 import threading
 import time
 from collections import deque
@@ -33,7 +34,7 @@ from gateway.errors import Unprocessable, ValidationFailed
 from gateway.media.engine import ROOM_COMPOSITE
 from gateway.media.layout.model import AudioSelection, Layout, Region, SourceRef
 from gateway.media.track import PacketSubscription, Track, TrackKind
-from plugins.rtmp.client import parse_url
+from plugins.rtmp.client import parse_url, tls_context
 from plugins.rtmp.pusher import CONNECTING, RECOVERING, STATE_CODES, StreamFormat, UrlPusher
 from plugins.rtmp.pushqueue import Item
 
@@ -236,11 +237,16 @@ class RtmpPushRunner:
         for url in urls:
             pusher = UrlPusher(url, self.fmt, self._report, window_s=self.config.reconnect_window_s,
                                connect_timeout=self.config.connect_timeout_s, send_timeout=self.config.send_timeout_s,
-                               queue_packets=self.config.push_queue_packets,
+                               queue_packets=self.config.push_queue_packets, tls=self._tls(url),
                                on_connected=self.output.request_keyframe if self.output is not None else None)
             self.pushers[url] = pusher
             pusher.start()
         self._publish_pushers()
+
+    def _tls(self, url: str) -> ssl.SSLContext | None:
+        if not url.startswith("rtmps://"):
+            return None
+        return tls_context(self.config.tls_ca_file, self.config.tls_verify)
 
     def _publish_pushers(self) -> None:
         self.feeder.pushers = tuple(self.pushers.values())
