@@ -165,7 +165,7 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
 async def test_rtmps_push_through_a_tls_front(gateway_factory, nginx_rtmp: NginxRtmp,  # noqa: F811
                                               tmp_path: Path) -> None:
     """rtmps://: TLS to a front (an asyncio TLS terminator before nginx, as CDNs run them), the
-    certificate checked against the configured CA; frames reach nginx."""
+    certificate checked against the configured CA; a test source's frames, transcoded, reach nginx."""
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     await asyncio.to_thread(subprocess.run, [
         "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
@@ -186,7 +186,9 @@ async def test_rtmps_push_through_a_tls_front(gateway_factory, nginx_rtmp: Nginx
         await gw.call("POST", "/v1/rooms/tls/ingress", 201, kind="test", identity="red",
                       pattern={"color": "FF0000", "width": 160, "height": 120, "fps": 15})
         url = f"rtmps://127.0.0.1:{port}/live/secure"
-        push = await gw.push("tls", [url], encoding=SMALL)
+        # a participant whose tracks are raw frames: transcoded through its own composite
+        push = await gw.push("tls", [url], encoding=SMALL, source={"participant": "red"})
+        assert push["mode"] == "transcode"
         await gw.wait_state(push["egress_id"], url, "running")
         frames = await read_frames(nginx_rtmp.url("secure"), tmp_path / "secure.flv")
         assert len(frames) >= 8
