@@ -105,15 +105,15 @@ class Feeder(threading.Thread):
             self.join(timeout=5)
 
     def run(self) -> None:
-        # blocks on the video queue (30 wake-ups a second) and drains audio at each wake-up;
+        # blocks on the video queue (a wake-up per frame) and drains audio at each wake-up;
         # audio-only blocks on audio. No busy polling.
         primary = "video" if "video" in self.subs else "audio"
         while not self._stopping.is_set() and len(self._ended) < len(self.subs):
             if primary not in self._ended:
                 with contextlib.suppress(queue.Empty):
-                    self._take(primary, self.subs[primary].get(timeout=0.02))
+                    self._take(primary, self.subs[primary].get(timeout=0.1))
             else:
-                self._stopping.wait(0.02)
+                self._stopping.wait(0.1)
             self._pull()
             self._flush()
         if not self._stopping.is_set() and self.on_ended is not None:
