@@ -221,7 +221,19 @@ async def test_keys_tokens_and_republish(gateway_factory) -> None:  # noqa: F811
             return True
         return False
     await wait_until(lambda: asyncio.to_thread(first_closed), "the first connection closed")
-    second.close()
+    # a kick ends the RTMP connection
+    response = await gw.client.delete(f"/v1/rooms/keys/participants/{people[0].participant_id}", headers=gw.auth)
+    assert response.status in (200, 204), await response.text()
+
+    def second_closed() -> bool:
+        try:
+            second._last_poll = 0
+            second.poll()
+        except PushError:
+            return True
+        return False
+    await wait_until(lambda: asyncio.to_thread(second_closed), "the kicked publisher's connection closed")
+    second.abort()
 
     async def inactive() -> bool:
         return (await gw.call("GET", f"/v1/ingress/{ingress['ingress_id']}", 200))["state"] == "inactive"
