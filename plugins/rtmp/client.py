@@ -68,10 +68,19 @@ def parse_url(url: str) -> RtmpUrl:
     return RtmpUrl(parts.scheme, parts.hostname, port, app, stream)
 
 
+def tls_context(ca_file: str = "", verify: bool = True) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=ca_file or None)
+    if not verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
 class RtmpPublishClient:
     def __init__(self, url: str, *, connect_timeout: float = 5.0, send_timeout: float = 5.0,
-                 chunk_size: int = 4096) -> None:
+                 chunk_size: int = 4096, tls: ssl.SSLContext | None = None) -> None:
         self.url = parse_url(url)
+        self.tls = tls
         self.connect_timeout = connect_timeout
         self.send_timeout = send_timeout
         self.chunk_size = chunk_size
@@ -100,7 +109,7 @@ class RtmpPublishClient:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if url.scheme == "rtmps":
             try:
-                sock = ssl.create_default_context().wrap_socket(sock, server_hostname=url.host)
+                sock = (self.tls or ssl.create_default_context()).wrap_socket(sock, server_hostname=url.host)
             except (OSError, ssl.SSLError) as exc:
                 sock.close()
                 raise PushError(CONNECT_FAILED, f"TLS with {url.host} failed: {exc}") from exc

@@ -24,4 +24,6 @@ class RtmpConfig(BaseModel):
     report_interval_s: float = Field(5.0, gt=0, description="re-report connecting/recovering this often")
     connect_timeout_s: float = Field(5.0, gt=0, description="TCP connect + handshake + publish answer")
     send_timeout_s: float = Field(5.0, gt=0, description="a CDN that accepts nothing this long is dropped")
+    tls_ca_file: str = Field("", description="CA bundle for rtmps:// CDNs; empty = the system's")
+    tls_verify: bool = Field(True, description="verify rtmps:// certificates (turn off only for tests)")
     push_queue_packets: int = Field(600, ge=16, description="per URL; beyond it video drops to the next keyframe")

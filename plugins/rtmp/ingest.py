@@ -65,6 +65,10 @@ class Publisher:
         self.started_at = time.time()
         self.ended = False
         self.on_end: Callable[[], Awaitable[None]] | None = None  # the ingress task's bookkeeping
+        spec = task.spec if task is not None else {}
+        # the ingress request may leave a kind out (audio_only, video=false, audio=false)
+        self.want_video = spec.get("video", True) and not spec.get("audio_only", False)
+        self.want_audio = spec.get("audio", True)
         self._video_ts = _Unwrap()
         self._audio_ts = _Unwrap()
         self._video_config: bytes | None = None
@@ -83,7 +87,7 @@ class Publisher:
 
     def on_video(self, timestamp: int, body: bytes) -> None:
         tag = flv.parse_video(body)
-        if tag is None or tag.kind in ("info", "end"):
+        if tag is None or tag.kind in ("info", "end") or not self.want_video:
             return
         self.bytes += len(body)
         if tag.kind == "config":
@@ -105,7 +109,7 @@ class Publisher:
 
     def on_audio(self, timestamp: int, body: bytes) -> None:
         tag = flv.parse_audio(body)
-        if tag is None:
+        if tag is None or not self.want_audio:
             return
         self.bytes += len(body)
         if tag.kind == "config":

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import queue
+import ssl
 import threading
 import time
 from collections import deque
@@ -33,7 +34,7 @@ from gateway.errors import Unprocessable, ValidationFailed
 from gateway.media.engine import ROOM_COMPOSITE
 from gateway.media.layout.model import AudioSelection, Layout, Region, SourceRef
 from gateway.media.track import PacketSubscription, Track, TrackKind
-from plugins.rtmp.client import parse_url
+from plugins.rtmp.client import parse_url, tls_context
 from plugins.rtmp.pusher import CONNECTING, RECOVERING, STATE_CODES, StreamFormat, UrlPusher
 from plugins.rtmp.pushqueue import Item
 
@@ -104,15 +105,15 @@ class Feeder(threading.Thread):
             self.join(timeout=5)
 
     def run(self) -> None:
-        # blocks on the video queue (30 wake-ups a second) and drains audio at each wake-up;
+        # blocks on the video queue (a wake-up per frame) and drains audio at each wake-up;
         # audio-only blocks on audio. No busy polling.
         primary = "video" if "video" in self.subs else "audio"
         while not self._stopping.is_set() and len(self._ended) < len(self.subs):
             if primary not in self._ended:
                 with contextlib.suppress(queue.Empty):
-                    self._take(primary, self.subs[primary].get(timeout=0.02))
+                    self._take(primary, self.subs[primary].get(timeout=0.1))
             else:
-                self._stopping.wait(0.02)
+                self._stopping.wait(0.1)
             self._pull()
             self._flush()
         if not self._stopping.is_set() and self.on_ended is not None:
@@ -236,11 +237,16 @@ class RtmpPushRunner:
         for url in urls:
             pusher = UrlPusher(url, self.fmt, self._report, window_s=self.config.reconnect_window_s,
                                connect_timeout=self.config.connect_timeout_s, send_timeout=self.config.send_timeout_s,
-                               queue_packets=self.config.push_queue_packets,
+                               queue_packets=self.config.push_queue_packets, tls=self._tls(url),
                                on_connected=self.output.request_keyframe if self.output is not None else None)
             self.pushers[url] = pusher
             pusher.start()
         self._publish_pushers()
+
+    def _tls(self, url: str) -> ssl.SSLContext | None:
+        if not url.startswith("rtmps://"):
+            return None
+        return tls_context(self.config.tls_ca_file, self.config.tls_verify)
 
     def _publish_pushers(self) -> None:
         self.feeder.pushers = tuple(self.pushers.values())
@@ -296,25 +302,43 @@ class RtmpPushRunner:
         if patch.urls is not None:
             validate_urls(patch.urls)
         if patch.layout is not None or patch.audio is not None:
-            if self.key is None:
-                raise Unprocessable("a passthrough push has no layout: it forwards the participant as it is",
-                                    code="passthrough_has_no_layout", field="layout")
-            if self.key == ROOM_COMPOSITE:
-                raise Unprocessable("this push follows the room layout: change it with PUT /v1/rooms/{id}/layout, "
-                                    "or start the push with its own layout", code="follows_room_layout",
-                                    field="layout" if patch.layout is not None else "audio")
-            handle = self.media.composites[self.key]
-            layout = patch.layout or handle.layout
-            if patch.layout is not None and patch.layout.canvas != handle.layout.canvas:
-                raise Unprocessable("the canvas of a running push cannot change (the CDN would see a new stream)",
-                                    code="canvas_fixed", field="layout.canvas")
-            if patch.audio is not None:
-                layout = layout.model_copy(update={"audio": patch.audio})
-            self.media.set_composite_layout(self.key, layout)  # live: the next frame draws it
+            await self._relayout(patch.layout, patch.audio)
         if patch.urls is not None:
             wanted = list(dict.fromkeys(patch.urls))
             await self._stop_urls([u for u in self.pushers if u not in wanted])
             self.start_urls([u for u in wanted if u not in self.pushers])
+
+    async def _relayout(self, layout: Layout | None, audio: AudioSelection | None) -> None:
+        """A new picture (or audio selection) from the next frame on, on the same connections."""
+        if self.key is None:
+            raise Unprocessable("a passthrough push has no layout: it forwards the participant as it is",
+                                code="passthrough_has_no_layout", field="layout")
+        layout = layout or self.media.composites[self.key].layout
+        if audio is not None:
+            layout = layout.model_copy(update={"audio": audio})
+        if self.key == ROOM_COMPOSITE:
+            # other outputs share the room's composite: this push moves to a composite of its own
+            await self._move_to_own_composite(layout)
+        else:
+            self.media.set_composite_layout(self.key, layout)
+
+    async def _move_to_own_composite(self, layout: Layout) -> None:
+        """Attach a private composite with the same encoding and switch the CDN connections to
+        it (new sequence headers; the room clock keeps the timeline), then release the room's."""
+        assert self.output is not None and self.key is not None
+        key = f"egress:{self.task.task_id}"
+        _handle, output = await asyncio.to_thread(self.media.attach, key, layout, self.output.encoding)
+        old_key, old_output = self.key, self.output
+        await asyncio.to_thread(self.feeder.stop)
+        for track, sub in zip(self._tracks, (self._video_sub, self._audio_sub), strict=True):
+            if track is not None and sub is not None:
+                track.unsubscribe(sub)
+        self.key, self.output = key, output
+        self._subscribe(output.video_track if self._tracks[0] is not None else None, output.audio_track)
+        for pusher in self.pushers.values():
+            pusher.on_connected = output.request_keyframe
+            pusher.switch_source(self.fmt)
+        await asyncio.to_thread(self.media.detach, old_key, old_output)
 
     async def stop(self) -> dict[str, Any]:
         self._stopped = True

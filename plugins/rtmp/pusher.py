@@ -12,6 +12,7 @@ into ``egress.status`` events in order, and re-reports connecting/recovering per
 
 from __future__ import annotations
 
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -67,7 +68,8 @@ class StreamFormat:
 
 class UrlPusher(threading.Thread):
     def __init__(self, url: str, fmt: StreamFormat, report: Report, *, window_s: float, connect_timeout: float,
-                 send_timeout: float, queue_packets: int, on_connected: Callable[[], None] | None = None) -> None:
+                 send_timeout: float, queue_packets: int, on_connected: Callable[[], None] | None = None,
+                 tls: ssl.SSLContext | None = None) -> None:
         super().__init__(name=f"rtmp-push-{url[:40]}", daemon=True)
         self.url = url
         self.fmt = fmt
@@ -77,6 +79,7 @@ class UrlPusher(threading.Thread):
         self.send_timeout = send_timeout
         self.queue = PushQueue(queue_packets, has_video=fmt.video is not None)
         self.on_connected = on_connected
+        self.tls = tls
         self.state = IDLE
         self.since = time.monotonic()
         self.reconnects = 0
@@ -162,7 +165,8 @@ class UrlPusher(threading.Thread):
         self._set(IDLE)
 
     def _connect(self) -> None:
-        client = RtmpPublishClient(self.url, connect_timeout=self.connect_timeout, send_timeout=self.send_timeout)
+        client = RtmpPublishClient(self.url, connect_timeout=self.connect_timeout, send_timeout=self.send_timeout,
+                                   tls=self.tls)
         self._client = client
         if self._stopping.is_set():
             raise PushError(2001, "stopped")

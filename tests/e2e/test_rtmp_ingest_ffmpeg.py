@@ -27,10 +27,12 @@ def rtmp_port(gw: Gateway) -> int:
     return gw.node.pm.get_plugin("rtmp").server.port
 
 
-async def test_long_push_keeps_audio_and_video_in_sync(gateway_factory) -> None:  # noqa: F811
+@pytest.mark.parametrize("offset_s", [0, 16777], ids=["from_zero", "across_extended_timestamps"])
+async def test_long_push_keeps_audio_and_video_in_sync(gateway_factory, offset_s: int) -> None:  # noqa: F811
     """25 s of ffmpeg's AAC and H.264 (B-frames), pushed as fast as ffmpeg can: the last audio
     and the last video timestamps end within one frame of each other (pyrtmp's type-3 defect
-    put audio 0.5 s behind here), and every picture is there with pts = dts + cts."""
+    put audio 0.5 s behind here), and every picture is there with pts = dts + cts. Started at
+    16777 s, the timestamps cross 0xFFFFFF ms (extended timestamps) during the push."""
     gw = await gateway_factory()
     await gw.room("sync")
     ingress = await gw.rtmp_ingress("sync", "fast")
@@ -42,7 +44,8 @@ async def test_long_push_keeps_audio_and_video_in_sync(gateway_factory) -> None:
             subs[track.kind] = (track, track.subscribe_packets(100000))
     unlisten = media.bus.listen(added)
     seconds, fps = 25, 30
-    push = ffmpeg_push(ingress["publish_url"], seconds=seconds, size="160x120", fps=fps, bframes=3, realtime=False)
+    push = ffmpeg_push(ingress["publish_url"], seconds=seconds, size="160x120", fps=fps, bframes=3, realtime=False,
+                       extra=["-output_ts_offset", str(offset_s)] if offset_s else None)
     assert await asyncio.to_thread(push.wait, 120) == 0, push.stderr.read() if push.stderr else ""
     unlisten()
     packets: dict[TrackKind, list] = {}
@@ -63,7 +66,9 @@ async def test_long_push_keeps_audio_and_video_in_sync(gateway_factory) -> None:
     video_end = Fraction(pts[-1], 1000) + Fraction(1, fps)
     audio_end = Fraction(audio[-1].pts, 1000) + Fraction(1024, 44100)
     assert abs(float(video_end - audio_end)) < 1 / fps, (float(video_end), float(audio_end))
-    assert abs(float(video_end) - seconds) < 0.1
+    assert abs(float(video_end) - offset_s - seconds) < 0.1
+    if offset_s:
+        assert pts[0] < 0xFFFFFF < pts[-1]
 
 
 def handshake(port: int) -> socket.socket:
@@ -221,7 +226,19 @@ async def test_keys_tokens_and_republish(gateway_factory) -> None:  # noqa: F811
             return True
         return False
     await wait_until(lambda: asyncio.to_thread(first_closed), "the first connection closed")
-    second.close()
+    # a kick ends the RTMP connection
+    response = await gw.client.delete(f"/v1/rooms/keys/participants/{people[0].participant_id}", headers=gw.auth)
+    assert response.status in (200, 204), await response.text()
+
+    def second_closed() -> bool:
+        try:
+            second._last_poll = 0
+            second.poll()
+        except PushError:
+            return True
+        return False
+    await wait_until(lambda: asyncio.to_thread(second_closed), "the kicked publisher's connection closed")
+    second.abort()
 
     async def inactive() -> bool:
         return (await gw.call("GET", f"/v1/ingress/{ingress['ingress_id']}", 200))["state"] == "inactive"

@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import ssl
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -84,6 +86,18 @@ async def test_cdn_outage_recovers(gateway_factory, tmp_path: Path) -> None:  # 
         assert_colour(frames[-1], (255, 0, 0), (0.3, 0.3, 0.7, 0.7))
         details = await gw.egress(egress_id)
         assert details["outputs"][0]["reconnects"] >= 1 and details["outputs"][0]["state"] == "running"
+        # this push followed the room layout: a layout of its own moves it to its own composite,
+        # on the same connection
+        own = {"canvas": {**CANVAS, "background": {"color": "0000FF"}}, "template": "custom",
+               "regions": [{"source": {"participant": "red"}, "x": 0, "y": 0, "w": 0.5, "h": 0.5,
+                            "units": "fraction", "fit": "fill"}]}
+        response = await gw.client.patch(f"/v1/egress/{egress_id}", json={"layout": own}, headers=gw.auth)
+        assert response.status == 200, await response.text()
+        frames = await read_frames(url, tmp_path / "own.flv")
+        assert_colour(frames[-1], (255, 0, 0), (0.05, 0.05, 0.45, 0.45))
+        assert_colour(frames[-1], (0, 0, 255), (0.55, 0.55, 0.95, 0.95))
+        assert set(gw.node.rooms.rooms["out"].media.composites) == {f"egress:{egress_id}"}
+        assert gw.url_states(egress_id, url) == ["connecting", "running", "recovering", "running"]
         await gw.call("DELETE", f"/v1/egress/{egress_id}", 200)
         assert gw.url_states(egress_id, url)[-2:] == ["disconnecting", "idle"]
     finally:
@@ -135,3 +149,50 @@ async def test_dead_url_fails_alone_and_urls_and_layout_update_live(gateway_fact
     assert time.monotonic() - started < 600
     assert gw.url_states(egress_id, live) == ["connecting", "running"]  # never reconnected
     await gw.call("DELETE", f"/v1/egress/{egress_id}", 200)
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    except (ConnectionError, OSError):
+        pass
+    finally:
+        writer.close()
+
+
+async def test_rtmps_push_through_a_tls_front(gateway_factory, nginx_rtmp: NginxRtmp,  # noqa: F811
+                                              tmp_path: Path) -> None:
+    """rtmps://: TLS to a front (an asyncio TLS terminator before nginx, as CDNs run them), the
+    certificate checked against the configured CA; a test source's frames, transcoded, reach nginx."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    await asyncio.to_thread(subprocess.run, [
+        "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+        "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True, timeout=60)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+
+    async def front(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", nginx_rtmp.port)
+        await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+
+    server = await asyncio.start_server(front, "127.0.0.1", 0, ssl=context)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        gw = await gateway_factory(f'plugins.rtmp.tls_ca_file="{cert}"')
+        await gw.room("tls", canvas=CANVAS)
+        await gw.call("POST", "/v1/rooms/tls/ingress", 201, kind="test", identity="red",
+                      pattern={"color": "FF0000", "width": 160, "height": 120, "fps": 15})
+        url = f"rtmps://127.0.0.1:{port}/live/secure"
+        # a participant whose tracks are raw frames: transcoded through its own composite
+        push = await gw.push("tls", [url], encoding=SMALL, source={"participant": "red"})
+        assert push["mode"] == "transcode"
+        await gw.wait_state(push["egress_id"], url, "running")
+        frames = await read_frames(nginx_rtmp.url("secure"), tmp_path / "secure.flv")
+        assert len(frames) >= 8
+        assert_colour(frames[-1], (255, 0, 0), (0.3, 0.3, 0.7, 0.7))
+        await gw.call("DELETE", f"/v1/egress/{push['egress_id']}", 200)
+    finally:
+        server.close()
