@@ -10,6 +10,7 @@ end event delayed like 3tee's ``stop_event_notify_delay_time``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -54,7 +55,8 @@ class PlayRunner:
 
     # ---------------------------------------------------------------- from the player thread
     def notify(self, what: str, **data: Any) -> None:
-        self.loop.call_soon_threadsafe(self._events.put_nowait, (what, data))
+        with contextlib.suppress(RuntimeError):  # the node stopped while a network read held the player
+            self.loop.call_soon_threadsafe(self._events.put_nowait, (what, data))
 
     async def _deliver(self) -> None:
         """One consumer: events reach the bus in the order the player sent them."""
