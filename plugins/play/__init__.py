@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -166,8 +167,6 @@ class UrlKind:
 
     def open_with_retries(self, spec: SourceSpec, audio_only: bool, audio: bool, on_retry: Any) -> OpenedSource:
         """Network sources: one try, then one after each retry delay (TRTC: 0, 1, 3 s)."""
-        import time
-
         delays = [None, *self.config.retry_delays_s] if spec.network else [None]
         last: SourceUnreachable | None = None
         for attempt, delay in enumerate(delays):
