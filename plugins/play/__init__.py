@@ -10,6 +10,8 @@ end event delayed like 3tee's ``stop_event_notify_delay_time``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -54,7 +56,8 @@ class PlayRunner:
 
     # ---------------------------------------------------------------- from the player thread
     def notify(self, what: str, **data: Any) -> None:
-        self.loop.call_soon_threadsafe(self._events.put_nowait, (what, data))
+        with contextlib.suppress(RuntimeError):  # the node stopped while a network read held the player
+            self.loop.call_soon_threadsafe(self._events.put_nowait, (what, data))
 
     async def _deliver(self) -> None:
         """One consumer: events reach the bus in the order the player sent them."""
@@ -164,8 +167,6 @@ class UrlKind:
 
     def open_with_retries(self, spec: SourceSpec, audio_only: bool, audio: bool, on_retry: Any) -> OpenedSource:
         """Network sources: one try, then one after each retry delay (TRTC: 0, 1, 3 s)."""
-        import time
-
         delays = [None, *self.config.retry_delays_s] if spec.network else [None]
         last: SourceUnreachable | None = None
         for attempt, delay in enumerate(delays):

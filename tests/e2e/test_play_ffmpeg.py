@@ -194,6 +194,11 @@ async def test_replay_times_plays_three_times(api: Any, play_node: Node, media_d
         "ingress.started", "ingress.ended"]
     ended = next(e for e in named if e.event == "ingress.ended")
     assert ended.data["reason"] == "eof" and ended.data["loops"] == 3
+    # the last loop plays its 2 s in real time, then the end waits end_event_delay_s (0.5 s):
+    # a lower bound only, which a slow machine cannot break
+    assert ended.ts_ms - replays[-1].ts_ms >= 2000 + 500 - 100, (ended.ts_ms, replays[-1].ts_ms)
+    joined = next(e for e in named if e.event == "participant.joined")
+    assert joined.data["participant"]["kind"] == "media"
     assert any(e.event == "participant.left" for e in named)
     events.close()
 
