@@ -99,6 +99,11 @@ class RecordRunner:
         self._stopping = False
         self._lock = asyncio.Lock()
 
+    @property
+    def output(self) -> EncodedOutput | None:
+        """The composite output the mixed file set records (None for passthrough/individual)."""
+        return next((r.output for r in self.recorders if r.fileset.spec.who == "mix" and r.output), None)
+
     # ---------------------------------------------------------------- start
     async def start(self) -> None:
         options = self.options

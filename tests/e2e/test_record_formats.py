@@ -6,6 +6,7 @@ tone; a participant's H.264 is recorded without re-encoding."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -160,7 +161,7 @@ async def test_individual_files_start_and_stop_with_their_participants(client: A
         assert len(files) >= 2  # split by size: 150 KB of 48 kHz stereo PCM is 0.8 s
         for info in files[:-1]:
             assert info["size"] <= 150 * 1024 + 8 * 1024 and info["duration_s"] == pytest.approx(0.8, abs=0.05)
-        for before, after in zip(files, files[1:], strict=False):
+        for before, after in itertools.pairwise(files):
             assert after["started_at"] == pytest.approx(before["ended_at"], abs=0.021)
         samples, rate = decode_audio(Path(files[0]["path"]))
         assert peak_hz(samples, rate) == pytest.approx(tone, abs=5), who
