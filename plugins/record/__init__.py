@@ -60,6 +60,9 @@ class RecordKind:
         if options.mode != "mixed" and isinstance(request.source, ParticipantSource):
             raise ValidationFailed("individual recording records every participant: leave source as "
                                    "'composite'", field="record.mode")
+        check_capacity = getattr(getattr(node, "spool", None), "check_capacity", None)
+        if check_capacity is not None:  # disk nearly full: refused with 507, running ones go on
+            check_capacity()
         local = storage.local_dir(options.storage.model_dump())
         if local is not None and options.file_prefix:
             check_inside(local, options.file_prefix)

@@ -83,6 +83,7 @@ class FileSet:
                  on_file: Callable[[FinishedFile], None],
                  on_segment: Callable[[str, HlsSegment, str], None],
                  to_wall: Callable[[Fraction], float],
+                 on_empty: Callable[[Path], None] | None = None,
                  keyframe: Callable[[], None] | None = None, now: Callable[[], float] | None = None,
                  max_lag_s: float = 1.0) -> None:
         self.spec = spec
@@ -106,6 +107,7 @@ class FileSet:
         self.open_file, self.open_segment = open_file, open_segment
         self.on_file, self.on_segment = on_file, on_segment
         self.to_wall = to_wall
+        self.on_empty = on_empty
         self.keyframe = keyframe
         self.now = now  # the room clock: the keyframe is asked for when the split point is rendered
         self._keys = list(self.infos)
@@ -279,6 +281,9 @@ class FileSet:
             if isinstance(writer, HlsWriter):
                 segments, duration = writer.close()
                 if not segments:
+                    writer.path.unlink(missing_ok=True)
+                    if self.on_empty is not None:
+                        self.on_empty(writer.path)
                     continue
                 size = sum(s.bytes for s in segments) + writer.path.stat().st_size
                 done = FinishedFile(fmt, key, writer.path, self.index, segments[0].start, duration, size,
@@ -288,6 +293,8 @@ class FileSet:
                 stats = writer.close()
                 if not stats.bytes or writer.first_s is None:
                     Path(stats.path).unlink(missing_ok=True)
+                    if self.on_empty is not None:
+                        self.on_empty(Path(stats.path))
                     continue
                 assert start is not None
                 done = FinishedFile(fmt, key, Path(stats.path), self.index, start, stats.duration_s, stats.bytes,
