@@ -48,7 +48,7 @@ async def test_every_format_decodes_with_its_colour_tone_and_duration(client: An
     assert response.status == 201, await response.text()
     egress_id = (await response.json())["egress_id"]
     await asyncio.sleep(3.0)
-    root = node.storage.get("local").root
+    root = node.config.node.data_dir  # the spool while recording, the storage root once stored
     live = ""
     for _ in range(200):  # the first segment ends at the second keyframe (bounded wait, no timing assertion)
         playlists = list(root.rglob(f"*{egress_id}*.m3u8"))
