@@ -41,7 +41,7 @@ async def test_migrations_apply_once(tmp_path: Path) -> None:
     await first.close()
     with sqlite3.connect(path) as conn:
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    assert {"schema_version", "rooms", "api_keys", "files", "tasks"} <= tables
+    assert {"schema_version", "rooms", "api_keys", "files", "tasks", "recordings", "sip_gates"} <= tables
     assert versions(path) == list(range(1, len(MIGRATIONS) + 1))
     again = Store(url(path))
     await again.open()  # a no-op: nothing re-applied, data intact

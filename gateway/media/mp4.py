@@ -181,7 +181,8 @@ class Fmp4Writer:
     @property
     def end_s(self) -> Fraction:
         """Time (on the packets' clock) where the written media ends."""
-        return self._end + (self._origin if self._origin is not None and self._shift else 0)
+        end = self._video_end if "video" in self._streams and self.packets["video"] else self._end
+        return end + (self._origin if self._origin is not None and self._shift else 0)
 
     def close(self) -> Mp4Stats:
         """Finish the file (last fragment, index) and report it."""

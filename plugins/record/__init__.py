@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, get_args
 
 import structlog
@@ -61,9 +62,16 @@ class RecordKind:
         if options.mode != "mixed" and isinstance(request.source, ParticipantSource):
             raise ValidationFailed("individual recording records every participant: leave source as "
                                    "'composite'", field="record.mode")
-        local = storage.local_dir(options.storage.model_dump())
+        check_capacity = getattr(getattr(node, "spool", None), "check_capacity", None)
+        if check_capacity is not None:  # disk nearly full: refused with 507, running ones go on
+            check_capacity()
+        storage_options = options.storage.model_dump()
+        local = storage.local_dir(storage_options)
+        root = getattr(storage, "root", None)  # a backend on this node's disk (local), written via the spool
+        if local is None and root is not None:
+            local = Path(root) / (storage_options.get("prefix") or "")
         if local is not None and options.file_prefix:
-            check_inside(local, options.file_prefix)
+            check_inside(Path(root) if root is not None else local, options.file_prefix, base=local)
 
     async def start(self, task: Task, request: EgressRequest, room: Room, node: Node) -> RecordRunner:
         if request.record is None:

@@ -83,6 +83,7 @@ class FileSet:
                  on_file: Callable[[FinishedFile], None],
                  on_segment: Callable[[str, HlsSegment, str], None],
                  to_wall: Callable[[Fraction], float],
+                 on_empty: Callable[[Path], None] | None = None,
                  keyframe: Callable[[], None] | None = None, now: Callable[[], float] | None = None,
                  max_lag_s: float = 1.0) -> None:
         self.spec = spec
@@ -106,6 +107,7 @@ class FileSet:
         self.open_file, self.open_segment = open_file, open_segment
         self.on_file, self.on_segment = on_file, on_segment
         self.to_wall = to_wall
+        self.on_empty = on_empty
         self.keyframe = keyframe
         self.now = now  # the room clock: the keyframe is asked for when the split point is rendered
         self._keys = list(self.infos)
@@ -120,6 +122,7 @@ class FileSet:
         self._keyframe_asked = False
         self.files: list[FinishedFile] = []
         self.error: Exception | None = None
+        self._cutoff: Fraction | None = None
         self.thread_cpu_s = 0.0  # CPU time of this file set's thread, once it has ended
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"record-{spec.who}", daemon=True)
@@ -144,6 +147,7 @@ class FileSet:
                 self._ask_on_time()
                 if not got:
                     self._stop.wait(0.01)
+            self._catch_up()
             for source in self.sources:
                 for key, packet in source.finish():
                     self._queue(key, packet)
@@ -159,6 +163,23 @@ class FileSet:
             for source in self.sources:
                 source.close()
             self.thread_cpu_s = time.thread_time()
+
+    def _catch_up(self, limit_s: float = 1.5) -> None:
+        """At stop, let the audio reach the last picture (a loaded mixer runs a little behind),
+        so every stream of the file ends at the same instant."""
+        video = self._newest.get("video")
+        if video is None:
+            return
+        self._cutoff = video  # the file ends with the picture that was last when stop was asked
+        deadline = time.monotonic() + limit_s
+        while time.monotonic() < deadline:
+            behind = [k for s in self._live for k in s.infos
+                      if k != "video" and self._newest.get(k, Fraction(-1)) < video - Fraction(1, 20)]
+            if not behind:
+                return
+            if not self._pull():
+                time.sleep(0.01)
+            self._write_ready()
 
     # ---------------------------------------------------------------- packets in
     def _pull(self) -> bool:
@@ -177,6 +198,8 @@ class FileSet:
         if key not in self._pending or packet.pts is None or packet.time_base is None:
             return
         stamp = (packet.dts if packet.dts is not None else packet.pts) * packet.time_base
+        if self._cutoff is not None and stamp > self._cutoff:
+            return  # stopping: nothing after the end
         self._pending[key].append((stamp, packet))
         self._newest[key] = stamp
 
@@ -279,6 +302,9 @@ class FileSet:
             if isinstance(writer, HlsWriter):
                 segments, duration = writer.close()
                 if not segments:
+                    writer.path.unlink(missing_ok=True)
+                    if self.on_empty is not None:
+                        self.on_empty(writer.path)
                     continue
                 size = sum(s.bytes for s in segments) + writer.path.stat().st_size
                 done = FinishedFile(fmt, key, writer.path, self.index, segments[0].start, duration, size,
@@ -288,6 +314,8 @@ class FileSet:
                 stats = writer.close()
                 if not stats.bytes or writer.first_s is None:
                     Path(stats.path).unlink(missing_ok=True)
+                    if self.on_empty is not None:
+                        self.on_empty(Path(stats.path))
                     continue
                 assert start is not None
                 done = FinishedFile(fmt, key, Path(stats.path), self.index, start, stats.duration_s, stats.bytes,

@@ -46,8 +46,9 @@ def check_key(key: str) -> None:
                                field="record.file_prefix")
 
 
-def check_inside(root: Path, prefix: str) -> None:
-    """The resolved folder (symlinks followed) must stay inside the storage root."""
+def check_inside(root: Path, prefix: str, base: Path | None = None) -> None:
+    """The resolved folder ``base/prefix`` (symlinks followed; base defaults to the root) must
+    stay inside the storage root."""
     resolved_root = root.resolve()
-    if not (resolved_root / prefix).resolve().is_relative_to(resolved_root):
+    if not ((base or root) / prefix).resolve().is_relative_to(resolved_root):
         raise ValidationFailed("file_prefix leads outside the storage root", field="record.file_prefix")

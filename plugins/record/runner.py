@@ -99,6 +99,11 @@ class RecordRunner:
         self._stopping = False
         self._lock = asyncio.Lock()
 
+    @property
+    def output(self) -> EncodedOutput | None:
+        """The composite output the mixed file set records (None for passthrough/individual)."""
+        return next((r.output for r in self.recorders if r.fileset.spec.who == "mix" and r.output), None)
+
     # ---------------------------------------------------------------- start
     async def start(self) -> None:
         options = self.options
@@ -189,6 +194,7 @@ class RecordRunner:
     def _fileset(self, spec: FileSetSpec, sources: list[Any], keyframe: Any = None) -> FileSet:
         return FileSet(spec, sources, open_file=lambda fmt, i, start: self._open_file(spec, fmt, i, start),
                        open_segment=self._open_segment, on_file=lambda done: self._on_file(spec, done),
+                       on_empty=self._on_empty,
                        on_segment=self._on_segment, to_wall=self._to_wall, keyframe=keyframe,
                        now=self.media.bus.clock.now if keyframe is not None else None)
 
@@ -292,6 +298,13 @@ class RecordRunner:
         meta = {"format": "ts", "size": segment.bytes, "duration_s": segment.duration, "segment_of": playlist_key}
         self._handovers.append(asyncio.run_coroutine_threadsafe(self._commit(entry, meta, None), self.loop))
 
+    def _on_empty(self, path: Path) -> None:
+        """A part that got no media (stopped before the first keyframe): not kept."""
+        entry = self._entries.pop(str(path), None)
+        discard = getattr(self.spool, "discard", None)
+        if entry is not None and discard is not None:
+            self.loop.call_soon_threadsafe(discard, entry)
+
     def _on_file(self, spec: FileSetSpec, done: FinishedFile) -> None:
         self._handovers.append(asyncio.run_coroutine_threadsafe(self._file_done(spec, done), self.loop))
 
@@ -334,8 +347,9 @@ class RecordRunner:
                 if not failed:
                     info["url"] = data.get("url")
                     info["key"] = data.get("key", key)
-                    if data.get("path"):  # local backend: where the file is on this node
-                        info["path"] = data["path"]
+                    path = data.get("path") or (data.get("stored") or {}).get("path")
+                    if path:  # local backend: where the file is on this node
+                        info["path"] = path
                 else:
                     info["upload_error"] = data.get("error")
         future = self.uploads.get(key) if isinstance(key, str) else None

@@ -6,6 +6,7 @@ tone; a participant's H.264 is recorded without re-encoding."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,7 @@ async def test_every_format_decodes_with_its_colour_tone_and_duration(client: An
     assert response.status == 201, await response.text()
     egress_id = (await response.json())["egress_id"]
     await asyncio.sleep(3.0)
-    root = node.storage.get("local").root
+    root = node.config.node.data_dir  # the spool while recording, the storage root once stored
     live = ""
     for _ in range(200):  # the first segment ends at the second keyframe (bounded wait, no timing assertion)
         playlists = list(root.rglob(f"*{egress_id}*.m3u8"))
@@ -160,7 +161,7 @@ async def test_individual_files_start_and_stop_with_their_participants(client: A
         assert len(files) >= 2  # split by size: 150 KB of 48 kHz stereo PCM is 0.8 s
         for info in files[:-1]:
             assert info["size"] <= 150 * 1024 + 8 * 1024 and info["duration_s"] == pytest.approx(0.8, abs=0.05)
-        for before, after in zip(files, files[1:], strict=False):
+        for before, after in itertools.pairwise(files):
             assert after["started_at"] == pytest.approx(before["ended_at"], abs=0.021)
         samples, rate = decode_audio(Path(files[0]["path"]))
         assert peak_hz(samples, rate) == pytest.approx(tone, abs=5), who

@@ -1,6 +1,8 @@
 """Splitting: a composite recording cut every 2 s gives parts that join with no gap and no
-overlap — by their timestamps (ffprobe and PyAV) and by their content (a source whose picture
-carries a frame counter) — and whose durations add up to the recording's length."""
+overlap — by their timestamps (ffprobe and PyAV) and by their content: a source whose picture
+carries a frame counter, and an unsplit recording of the same shared encoder running alongside,
+whose pictures the parts, put end to end, must repeat exactly — and whose durations add up to
+the recording's length."""
 
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ async def test_split_every_2s_joins_without_gap_or_overlap(client: Any, auth: di
                       headers=auth)
     publisher = await Publisher(node, "split", "counter", fps=SOURCE_FPS).start()
     try:
+        whole = await (await client.post("/v1/rooms/split/egress", headers=auth, json={"kind": "record"})).json()
         response = await client.post("/v1/rooms/split/egress", headers=auth, json={
             "kind": "record", "record": {"formats": ["mp4"], "split_seconds": 2}})
         assert response.status == 201, await response.text()
@@ -30,6 +33,7 @@ async def test_split_every_2s_joins_without_gap_or_overlap(client: Any, auth: di
         assert body["request"]["encoding"]["width"] == 320 and body["request"]["encoding"]["fps"] == FPS
         await asyncio.sleep(6.5)
         body = await (await client.delete(f"/v1/egress/{body['egress_id']}", headers=auth)).json()
+        whole = await (await client.delete(f"/v1/egress/{whole['egress_id']}", headers=auth)).json()
     finally:
         publisher.stop()
     files = sorted(body["files"], key=lambda f: f["index"])
@@ -50,21 +54,23 @@ async def test_split_every_2s_joins_without_gap_or_overlap(client: Any, auth: di
         assert times[-1] + frame == pytest.approx(info["duration_s"], abs=frame / 2)
         counters.append([read_counter(p) for p in pictures])
         stamps.append(times)
-    for info in files[:-1]:  # inner parts are cut at the split point (a forced keyframe)
-        assert info["duration_s"] == pytest.approx(2.0, abs=2 * frame), files
+    for info in files[:-1]:  # inner parts are cut at the split point (a forced keyframe; an encoder
+        # running behind on a loaded machine may place it a few frames early)
+        assert info["duration_s"] == pytest.approx(2.0, abs=6 * frame), files
     # timestamps: each part starts where the one before ended
     for before, after in itertools.pairwise(files):
         assert after["started_at"] == pytest.approx(before["ended_at"], abs=frame), (before, after)
     length = files[-1]["ended_at"] - files[0]["started_at"]
     assert sum(f["duration_s"] for f in files) == pytest.approx(length, abs=frame)
     assert sum(times[-1] + frame for times in stamps) == pytest.approx(length, abs=frame)
-    # content: across each cut the source counter moves on by what the timestamps say (one
-    # frame: 2 source frames), never repeating a picture (overlap) or skipping ahead (gap)
-    step = SOURCE_FPS / FPS
-    for i, (before, after) in enumerate(itertools.pairwise(counters)):
-        jump = (after[0] - before[-1]) % (1 << 10)
-        dt = files[i]["duration_s"] - stamps[i][-1]
-        assert dt == pytest.approx(frame, abs=frame / 2)
-        assert jump > 0 and abs(jump - dt * SOURCE_FPS) <= 2, (before[-3:], after[:3], dt)
+    # content: the parts end to end show exactly the pictures the unsplit recording shows over
+    # the same stretch: nothing repeated (overlap), nothing left out (gap)
+    _times, reference_pictures = decode_video(Path(whole["files"][0]["path"]))
+    reference = [read_counter(p) for p in reference_pictures]
+    joined = [c for part in counters for c in part]
+    starts = [k for k in range(len(reference) - len(joined) + 1) if reference[k:k + len(joined)] == joined]
+    assert starts, (joined[:8], reference[:8])
     inner = [(b - a) % (1 << 10) for part in counters for a, b in itertools.pairwise(part)]
-    assert sorted(inner)[len(inner) // 2] == pytest.approx(step, abs=1)  # the probe reads the counter
+    assert sorted(inner)[len(inner) // 2] == pytest.approx(SOURCE_FPS / FPS, abs=1)  # the probe reads the counter
+    for i in range(len(files) - 1):  # and the next part starts one frame after the part before
+        assert files[i]["duration_s"] - stamps[i][-1] == pytest.approx(frame, abs=frame / 2)
