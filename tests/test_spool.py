@@ -143,6 +143,24 @@ async def _async(value: Any) -> Any:
     return value
 
 
+async def test_a_manifest_whose_file_was_handed_over_is_dropped_at_start(make_config: Any, store: FlakyStore) -> None:
+    config = make_config(*FAST)
+    spool_dir = config.node.data_dir / "spool" / "EG_gone"
+    spool_dir.mkdir(parents=True)
+    (spool_dir / ("moved.mp4" + MANIFEST_SUFFIX)).write_text(json.dumps({
+        "egress_id": "EG_gone", "room_id": "r", "filename": "moved.mp4", "state": "ready",
+        "storage": {"backend": "flaky"}, "committed_ns": 1}))
+    node = Node(config, extra_plugins={"flaky": FlakyPlugin(store)})
+    log = EventLog(node, None)
+    await node.start()
+    try:
+        await wait_for(lambda: _async(not spool_dir.exists()), "the stale manifest removed")
+        assert log.named("upload.failed") == [] and store.stored == []
+    finally:
+        log.close()
+        await node.stop()
+
+
 async def test_max_attempts_then_failed(make_node: Any, store: FlakyStore) -> None:
     node = await spool_node(make_node, store, "spool.max_attempts=3")
     log = EventLog(node, None)
