@@ -389,6 +389,13 @@ class UploadSpool:
                                           "duration_s": e.meta.get("duration_s")} for e in items])
         queued = [e for e in entries if e.state in ("ready", "failed", "uploading")]
         for entry in sorted(queued, key=lambda e: (e.egress_id, e.committed_ns, e.created_at)):
+            if not entry.path.exists():
+                # a stop interrupted the last step: the backend had taken the file (a local move)
+                # but the manifest was not removed yet; nothing is left to upload
+                log.info("spooled file already handed over; manifest removed", filename=entry.filename)
+                entry.manifest.unlink(missing_ok=True)
+                self._prune(entry.path.parent)
+                continue
             entry.attempts = 0
             self._enqueue(entry)
 

@@ -69,7 +69,7 @@ def store() -> FlakyStore:
     return FlakyStore()
 
 
-async def wait_for(check: Any, what: str, timeout: float = 30.0) -> None:
+async def wait_for(check: Any, what: str, timeout: float = 120.0) -> None:
     await Api.wait_until(check, what, timeout)
 
 
@@ -89,7 +89,7 @@ async def test_uploads_go_in_commit_order_through_failures(make_node: Any, store
         entries.append(entry)
     for entry in entries:  # committed in order, each while the previous may still be retrying
         await node.spool.commit(entry, {"index": entries.index(entry)})
-    results = [await node.spool.uploaded(entry, timeout=20) for entry in entries]
+    results = [await node.spool.uploaded(entry, timeout=120) for entry in entries]
     assert [key for key, _ in store.stored] == [f"p/seg_{i}.ts" for i in range(4)]
     assert [body for _, body in store.stored] == [f"segment {i}".encode() for i in range(4)]
     assert [r["url"] for r in results if r] == [f"flaky://p/seg_{i}.ts" for i in range(4)]
@@ -113,7 +113,7 @@ async def test_a_recording_retrying_does_not_hold_up_the_others(make_node: Any, 
     other = node.spool.reserve(room_id="r", egress_id="EG_fine", filename="b.mp4", storage={"backend": "flaky"})
     other.path.write_bytes(b"b")
     await node.spool.commit(other)
-    assert (await node.spool.uploaded(other, timeout=10) or {}).get("key") == "b.mp4"
+    assert (await node.spool.uploaded(other, timeout=120) or {}).get("key") == "b.mp4"
     assert [e.filename for e in node.spool.pending()] == ["a.mp4"]  # still trying, still queued
 
 
@@ -124,7 +124,8 @@ async def test_permanent_failure_is_reported_and_kept_for_the_next_start(make_no
     entry = node.spool.reserve(room_id="r", egress_id="EG_bad", filename="a.mp4", storage={"backend": "flaky"})
     entry.path.write_bytes(b"data")
     await node.spool.commit(entry)
-    assert await node.spool.uploaded(entry, timeout=10) is None
+    await wait_for(lambda: _async(bool(log.named("upload.failed"))), "the upload given up")
+    assert await node.spool.uploaded(entry, timeout=1) is None
     failed = log.named("upload.failed")
     assert len(failed) == 1 and failed[0].data["error"] == {"code": "AccessDenied", "message": "The key is wrong"}
     assert failed[0].data["attempts"] == 1 and log.named("upload.retry") == []
@@ -142,6 +143,24 @@ async def _async(value: Any) -> Any:
     return value
 
 
+async def test_a_manifest_whose_file_was_handed_over_is_dropped_at_start(make_config: Any, store: FlakyStore) -> None:
+    config = make_config(*FAST)
+    spool_dir = config.node.data_dir / "spool" / "EG_gone"
+    spool_dir.mkdir(parents=True)
+    (spool_dir / ("moved.mp4" + MANIFEST_SUFFIX)).write_text(json.dumps({
+        "egress_id": "EG_gone", "room_id": "r", "filename": "moved.mp4", "state": "ready",
+        "storage": {"backend": "flaky"}, "committed_ns": 1}))
+    node = Node(config, extra_plugins={"flaky": FlakyPlugin(store)})
+    log = EventLog(node, None)
+    await node.start()
+    try:
+        await wait_for(lambda: _async(not spool_dir.exists()), "the stale manifest removed")
+        assert log.named("upload.failed") == [] and store.stored == []
+    finally:
+        log.close()
+        await node.stop()
+
+
 async def test_max_attempts_then_failed(make_node: Any, store: FlakyStore) -> None:
     node = await spool_node(make_node, store, "spool.max_attempts=3")
     log = EventLog(node, None)
@@ -149,7 +168,7 @@ async def test_max_attempts_then_failed(make_node: Any, store: FlakyStore) -> No
     entry = node.spool.reserve(room_id="r", egress_id="EG_tries", filename="a.mp4", storage={"backend": "flaky"})
     entry.path.write_bytes(b"x")
     await node.spool.commit(entry)
-    assert await node.spool.uploaded(entry, timeout=10) is None
+    await wait_for(lambda: _async(bool(log.named("upload.failed"))), "the upload given up")
     assert len(log.named("upload.retry")) == 2
     assert [e.data["retry_in_s"] for e in log.named("upload.retry")] == [0.05, 0.1]  # exponential backoff
     assert log.named("upload.failed")[0].data["attempts"] == 3

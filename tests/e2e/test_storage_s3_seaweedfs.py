@@ -140,11 +140,15 @@ def near(pixel: np.ndarray, colour: str, tolerance: int = 40) -> bool:
 
 
 def tone_level(audio: np.ndarray, hz: float) -> float:
-    """A tone's spectral peak over the median floor (after the first second, where buffers prime)."""
+    """A tone's spectral peak over the level of its neighbourhood (±150 Hz, the peak left out), after
+    the first second where buffers prime: large for a tone that is there, near 1 for one that is
+    not, even when a loaded machine's glitches raise the noise across the spectrum."""
     audio = audio[48000:]
     spectrum = np.abs(np.fft.rfft(audio * np.hanning(len(audio))))
     freqs = np.fft.rfftfreq(len(audio), 1 / 48000)
-    return float(spectrum[(freqs > hz - 8) & (freqs < hz + 8)].max() / np.median(spectrum))
+    peak = spectrum[(freqs > hz - 8) & (freqs < hz + 8)].max()
+    around = spectrum[(np.abs(freqs - hz) < 150) & (np.abs(freqs - hz) > 20)]
+    return float(peak / np.median(around))
 
 
 async def test_composite_and_participant_recordings_land_in_s3(s3_node: Any, weed: Seaweed, proxy: CuttableProxy,
@@ -167,18 +171,19 @@ async def test_composite_and_participant_recordings_land_in_s3(s3_node: Any, wee
     path, length = download(weed, done[mixed]["key"], tmp_path / "mixed.mp4")
     assert length == done[mixed]["size"] == stopped[mixed]["files"][0]["size"]
     frames, audio, duration = decode(path)
-    assert 3.0 < duration < 6.5 and len(frames) > 40
+    assert duration > 3.0 and abs(duration - stopped[mixed]["files"][0]["duration_s"]) < 0.5 and len(frames) > 40
     assert near(patch(frames[-1].astype(int), 160, 180), RED[0])
     assert near(patch(frames[-1].astype(int), 480, 180), BLUE[0])
-    assert tone_level(audio, RED[1]) > 100 and tone_level(audio, BLUE[1]) > 100
+    assert tone_level(audio, RED[1]) > 20 and tone_level(audio, BLUE[1]) > 20
     # the participant alone: all red, only its tone
     path, length = download(weed, done[solo]["key"], tmp_path / "solo.mp4")
     assert length == done[solo]["size"]
     frames, audio, duration = decode(path)
-    assert 3.0 < duration < 6.5
+    assert duration > 3.0 and abs(duration - stopped[solo]["files"][0]["duration_s"]) < 0.5
     assert near(patch(frames[-1].astype(int), 160, 180), RED[0]) and near(patch(frames[-1].astype(int), 480, 180),
                                                                           RED[0])
-    assert tone_level(audio, RED[1]) > 1000 * tone_level(audio, BLUE[1])  # blue's tone is not in it
+    red, blue = tone_level(audio, RED[1]), tone_level(audio, BLUE[1])
+    assert red > 20 and blue < red / 20  # blue's tone is not in it
     assert not any(node.spool.root.iterdir()), "stored recordings leave the spool"
 
 
@@ -232,6 +237,7 @@ async def test_outage_of_20_s_delays_every_file_and_loses_none(s3_node: Any, wee
             segments.append(entry)
             await asyncio.sleep(3)
         stopped = await stop(client, auth, recording)  # the recording ends while the storage is away
+        recorded_s = stopped["files"][0]["duration_s"]
         assert stopped["files"][0]["upload"] == "pending"
         await asyncio.sleep(max(0.0, 20 - (time.monotonic() - cut_at)))
         assert events.named("upload.done") == [], "nothing can be stored while the server is away"
@@ -249,8 +255,9 @@ async def test_outage_of_20_s_delays_every_file_and_loses_none(s3_node: Any, wee
                                           "{:02X}{:02X}{:02X}".format(*segment_colour(index)))
     key = next(e.data["key"] for e in done if e.data["egress_id"] == recording)
     frames, audio, duration = decode(download(weed, key, tmp_path / "outage.mp4")[0])
-    assert duration > 10 and near(patch(frames[-1].astype(int), 160, 180), RED[0])
-    assert tone_level(audio, RED[1]) > 100
+    assert duration > 10 and abs(duration - recorded_s) < 0.5 and near(patch(frames[-1].astype(int), 160, 180),
+                                                                          RED[0])
+    assert tone_level(audio, RED[1]) > 20
 
 
 @pytest.fixture
@@ -324,10 +331,12 @@ async def test_sigkill_mid_recording_then_restart_uploads_the_partial_recording(
         assert status == 201, started
         egress_id = started["egress_id"]
         spooled = tmp_path / "data" / "spool" / egress_id
+        started_at = time.monotonic()
         await asyncio.sleep(5)
         files = [p for p in spooled.rglob("*.mp4")]
         assert files and files[0].stat().st_size > 10_000
         os.killpg(proc.proc.pid, signal.SIGKILL)  # no chance to finish anything
+        ran_s = time.monotonic() - started_at
         await asyncio.to_thread(proc.proc.wait)
     finally:
         proc.stop()
@@ -350,9 +359,9 @@ async def test_sigkill_mid_recording_then_restart_uploads_the_partial_recording(
     probe = json.loads(subprocess.run(["ffprobe", "-v", "error", "-show_streams", "-show_format", "-of", "json",
                                        str(path)], capture_output=True, text=True, check=True).stdout)
     assert {s["codec_name"] for s in probe["streams"]} == {"h264", "aac"}
-    assert 2.5 < float(probe["format"]["duration"]) < 7
+    assert 2.5 < float(probe["format"]["duration"]) < ran_s + 1  # from the start to (at most) the kill
     frames, audio, _ = decode(path)
-    assert near(patch(frames[-1].astype(int), 160, 120), RED[0]) and tone_level(audio, RED[1]) > 100
+    assert near(patch(frames[-1].astype(int), 160, 120), RED[0]) and tone_level(audio, RED[1]) > 20
     assert not list(spooled.parent.glob(f"{egress_id}/**/*")), "the recovered recording left the spool"
 
 
