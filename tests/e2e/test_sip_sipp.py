@@ -3,7 +3,6 @@ recording; BYE ends the leg; retransmissions are matched; no common codec is ref
 
 from __future__ import annotations
 
-import asyncio
 import re
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,7 @@ import av
 import numpy as np
 import pytest
 
-from tests.plugins.sip.sipp import Sipp, free_port, next_event, run_sipp, sipp_args
+from tests.plugins.sip.sipp import free_port, next_event, run_sipp, sipp_args
 
 pytestmark = pytest.mark.e2e
 

@@ -15,7 +15,8 @@ BASE = {"via": "Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK{n}x",
         "call": "Call-ID: torture{n}@127.0.0.1", "cseq": "CSeq: 1 OPTIONS"}
 
 
-def request(n: int, port: int, start: str = "OPTIONS sip:x@127.0.0.1 SIP/2.0", body: str = "", **change: str | None) -> bytes:
+def request(n: int, port: int, start: str = "OPTIONS sip:x@127.0.0.1 SIP/2.0", body: str = "",
+            **change: str | None) -> bytes:
     headers = {k: v.format(port=port, n=n) for k, v in BASE.items()}
     for key, value in change.items():
         if value is None:
