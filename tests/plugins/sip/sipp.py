@@ -93,7 +93,10 @@ async def next_event(sub: Any, name: str, timeout: float = 30, **match: Any) -> 
         remaining = deadline - loop.time()
         if remaining <= 0:
             raise AssertionError(f"no {name} {match} event in {timeout} s")
-        event = await asyncio.wait_for(sub.get(), remaining)
+        try:
+            event = await asyncio.wait_for(sub.get(), remaining)
+        except TimeoutError:
+            raise AssertionError(f"no {name} {match} event in {timeout} s") from None
         if event.event == name and all(event.data.get(k) == v for k, v in match.items()):
             return event
 
