@@ -233,6 +233,18 @@ class Track:
             for sub in self._audio_subs:
                 sub.offer(out)
 
+    def push_samples(self, samples: Any) -> None:
+        """Publish audio already in the bus format (an (n, 2) int16 array at 48 kHz, stamped
+        'now'), without PyAV: for edges that decode and resample many sources in one numpy
+        batch (SIP legs). The array is shared with subscribers: do not write to it after."""
+        if self.closed:
+            return
+        self.frames_in += 1
+        if self.muted:
+            return
+        for sub in self._audio_subs:
+            sub.push(samples)
+
     def push_packet(self, packet: av.Packet) -> None:
         """Publish an encoded packet: forwarded as is, decoded only if raw subscribers exist."""
         if self.closed:

@@ -12,39 +12,67 @@ from fractions import Fraction
 import av
 import numpy as np
 
-from plugins.sip import g711
 from plugins.sip.sdp import Codec
 
-TAPS = 48
+TAPS = 48  # 8 per phase for the 6:1 (48 <-> 8 kHz) polyphase filters
+DOWN_HISTORY = TAPS - 6  # input samples a decimator keeps (a whole number of 6-sample rows)
+UP_HISTORY = TAPS // 6 - 1  # input samples an interpolator keeps
 
 
 def _lowpass(cutoff_hz: float, rate: int = 48000, taps: int = TAPS) -> np.ndarray:
-    """A Hamming-windowed sinc low-pass, unity gain at DC."""
+    """A Hamming-windowed sinc low-pass, unity gain at DC (symmetric)."""
     n = np.arange(taps) - (taps - 1) / 2
     h = np.sinc(2 * cutoff_hz / rate * n) * np.hamming(taps)
     return (h / h.sum()).astype(np.float32)
 
 
-FILTERS = {8000: _lowpass(3600), 16000: _lowpass(7200)}
-
-
-def downsample_batch(mono: np.ndarray, history: np.ndarray, rate: int) -> np.ndarray:
-    """(n, 960) 48 kHz rows (float32) with their (n, TAPS-1) history, to (n, 960*rate/48k) int16.
-
-    `history` is updated in place with the tail of this block (the filter's memory)."""
-    step = 48000 // rate
-    if step == 1:
-        return np.clip(mono, -32767, 32767).astype(np.int16)
-    x = np.concatenate([history, mono], axis=1)
-    history[:] = x[:, -(TAPS - 1):]
-    windows = np.lib.stride_tricks.sliding_window_view(x, TAPS, axis=1)[:, ::step]
-    y = windows @ FILTERS[rate][::-1]
-    return np.clip(y[:, : mono.shape[1] // step], -32767, 32767).astype(np.int16)
+_H8K = _lowpass(3600)
+_DOWN_8K = _H8K.reshape(TAPS // 6, 6)  # [q, p]: the taps that meet input row q, phase p
+_UP_8K = (6 * _H8K).reshape(TAPS // 6, 6)  # [k, p]: output phase p from input sample n-k
+FILTERS = {16000: _lowpass(7200)}
 
 
 def to_mono(blocks: np.ndarray) -> np.ndarray:
     """(n, 960, 2) int16 to (n, 960) float32."""
-    return blocks.astype(np.float32).mean(axis=2)
+    mono = blocks[:, :, 0].astype(np.float32)
+    mono += blocks[:, :, 1]
+    mono *= 0.5
+    return mono
+
+
+def downsample_batch(mono: np.ndarray, history: np.ndarray, rate: int) -> np.ndarray:
+    """(n, 960) 48 kHz rows with their (n, DOWN_HISTORY) history to (n, 960*rate/48k) int16.
+
+    6:1 is polyphase (a few contiguous multiply-adds over (n, 160, 6) views, no window copy);
+    `history` is updated in place with the tail of this block (the filter's memory)."""
+    if rate == 48000:
+        return np.clip(mono, -32767, 32767).astype(np.int16)
+    x = np.concatenate([history, mono], axis=1)
+    history[:] = x[:, -history.shape[1]:]
+    if rate == 8000:
+        rows = x.reshape(len(x), -1, 6)
+        out = mono.shape[1] // 6
+        # z[k, q] = sum_p rows[k, p] * taps[q, p] in one BLAS call; y[k] = sum_q z[k + q, q]
+        z = rows @ _DOWN_8K.T
+        y = z[:, 0:out, 0].copy()
+        for q in range(1, TAPS // 6):
+            y += z[:, q:q + out, q]
+    else:  # 3:1 for G.722's 16 kHz: rare enough for the plain sliding window
+        step = 48000 // rate
+        windows = np.lib.stride_tricks.sliding_window_view(x, TAPS, axis=1)[:, ::step]
+        y = (windows @ FILTERS[rate])[:, : mono.shape[1] // step]
+    return np.clip(y, -32767, 32767).astype(np.int16)
+
+
+def upsample_8k_batch(samples: np.ndarray, history: np.ndarray) -> np.ndarray:
+    """(n, m) 8 kHz int16 rows with their (n, UP_HISTORY) history to (n, 6m) 48 kHz int16."""
+    x = np.concatenate([history, samples.astype(np.float32)], axis=1)
+    history[:] = x[:, -UP_HISTORY:]
+    m = samples.shape[1]
+    # windows[:, n, k] = x[n + 7 - k]: input sample n-k for each output group n; one BLAS call
+    windows = np.lib.stride_tricks.sliding_window_view(x, TAPS // 6, axis=1)[:, :m, ::-1]
+    y = windows @ _UP_8K
+    return np.clip(y.reshape(len(x), 6 * m), -32767, 32767).astype(np.int16)
 
 
 class PyAvCodec:
@@ -81,9 +109,3 @@ class PyAvCodec:
             return []
 
 
-def g711_decode(payload: bytes, name: str) -> np.ndarray:
-    return g711.decode(payload, name)
-
-
-def g711_encode(samples: np.ndarray, name: str) -> np.ndarray:
-    return g711.encode(samples, name)

@@ -87,11 +87,11 @@ class Endpoint:
         log.info("bad sip message", reason=exc.reason, peer=peer.host)
         if request is None or request.method == "ACK":
             return
-        headers = request.headers
-        if not (headers.get_first("via") and headers.get_first("call-id")):
+        if not request.headers.get_first("via"):
             return  # nowhere to send an answer to
         try:
-            out = sipmsg.response(request, 400, f"Bad Request ({exc.reason[:60]})")
+            reason = "Version Not Supported" if exc.status == 505 else f"Bad Request ({exc.reason[:60]})"
+            out = sipmsg.response(request, exc.status, reason)
             self.transport.send(bytes(out), peer)
         except Exception:
             pass

@@ -20,7 +20,6 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from fractions import Fraction
 from queue import Empty
 from typing import Any
 
@@ -29,13 +28,14 @@ import numpy as np
 import structlog
 
 from plugins.sip import dtmf, g711, rtp
-from plugins.sip.codecs import TAPS, PyAvCodec, downsample_batch, to_mono
+from plugins.sip.codecs import DOWN_HISTORY, UP_HISTORY, PyAvCodec, downsample_batch, to_mono, upsample_8k_batch
 from plugins.sip.sdp import Codec
 
 log = structlog.get_logger(__name__)
 
 TICK = 0.02
 MAX_LAG = 0.2
+MAX_BLOCKS_PER_TICK = 10  # catch-up bound after a late tick (the mix queue holds 10)
 
 
 @dataclass(eq=False)
@@ -64,7 +64,8 @@ class MediaLeg:
     packets_out: int = 0
     bytes_in: int = 0
     lost: int = 0
-    history: np.ndarray = field(default_factory=lambda: np.zeros((1, TAPS - 1), dtype=np.float32))
+    history: np.ndarray = field(default_factory=lambda: np.zeros((1, DOWN_HISTORY), dtype=np.float32))
+    up_history: np.ndarray = field(default_factory=lambda: np.zeros((1, UP_HISTORY), dtype=np.float32))
     pyav: PyAvCodec | None = None
     dtmf_out: deque[tuple[bytes, bool] | None] = field(default_factory=deque)
     _dtmf_ts: int | None = None
@@ -157,9 +158,12 @@ class LegEngine:
     def tick(self) -> None:
         legs = self._legs
         now = time.monotonic()
+        self._g711_in: list[tuple[MediaLeg, bytes]] = []
         for leg in legs:
             if not leg.closed:
                 self._receive(leg, now)
+        if self._g711_in:
+            self._decode_g711(self._g711_in)
         self._send(legs)
 
     # ---------------------------------------------------------------- receiving
@@ -217,18 +221,11 @@ class LegEngine:
                 return
 
     def _decode(self, leg: MediaLeg, payload: bytes) -> None:
-        if leg.track is None or not payload:
+        track = leg.track  # read once: the loop may detach it meanwhile
+        if track is None or not payload:
             return
         if leg.pyav is None:
-            samples = g711.decode(payload, leg.codec.name)
-            if leg.gain != 1.0:
-                samples = np.clip(samples * leg.gain, -32767, 32767).astype(np.int16)
-            frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
-            frame.sample_rate = 8000
-            frame.pts = leg._pts
-            frame.time_base = Fraction(1, 8000)
-            leg._pts += len(samples)
-            leg.track.push_frame(frame)
+            self._g711_in.append((leg, payload))  # decoded with every other leg's, below
             return
         for frame in leg.pyav.decode(payload):
             if leg.gain != 1.0:
@@ -238,7 +235,31 @@ class LegEngine:
                 frame2.sample_rate = frame.sample_rate
                 frame = frame2
             frame.pts = None
-            leg.track.push_frame(frame)
+            track.push_frame(frame)
+
+    def _decode_g711(self, received: list[tuple[MediaLeg, bytes]]) -> None:
+        """This tick's G.711 payloads: the 20 ms ones of all legs as one batch (table lookup,
+        gain, 6x polyphase upsampling, stereo), odd sizes one by one; then onto the tracks."""
+        batch = [(leg, p) for leg, p in received if len(p) == 160]
+        odd = [(leg, p) for leg, p in received if len(p) != 160 and len(p) % 2 == 0]
+        for group in ([batch] if batch else []) + [[item] for item in odd]:
+            codes = np.frombuffer(b"".join(p for _, p in group), dtype=np.uint8).reshape(len(group), -1)
+            laws = {leg.codec.name for leg, _ in group}
+            if len(laws) == 1:
+                pcm = g711.decode(codes, laws.pop())
+            else:
+                pcm = np.stack([g711.decode(c, leg.codec.name) for c, (leg, _) in zip(codes, group, strict=True)])
+            gains = np.array([leg.gain for leg, _ in group], dtype=np.float32)
+            if (gains != 1.0).any():
+                pcm = np.clip(pcm * gains[:, None], -32767, 32767).astype(np.int16)
+            history = np.concatenate([leg.up_history for leg, _ in group])
+            up = upsample_8k_batch(pcm, history)
+            stereo = np.repeat(up[:, :, None], 2, axis=2)
+            for i, (leg, _) in enumerate(group):
+                leg.up_history = history[i:i + 1]
+                track = leg.track
+                if track is not None:
+                    track.push_samples(stereo[i])
 
     def _event(self, leg: MediaLeg, packet: rtp.RtpPacket) -> None:
         """One digit per event (RFC 4733 §2.5): a new timestamp, or a restart after an end."""
@@ -255,36 +276,44 @@ class LegEngine:
 
     # ---------------------------------------------------------------- sending
     def _send(self, legs: tuple[MediaLeg, ...]) -> None:
-        g711_legs: list[MediaLeg] = []
-        g711_blocks: list[np.ndarray] = []
-        for leg in legs:
-            if leg.closed or leg.mix is None:
-                continue
-            try:
-                _pts, block = leg.mix.get_nowait()
-            except Empty:
-                block = None
-            if leg.remote is None or not leg.sending:
-                leg.ts += leg.codec.samples_per_packet
-                continue
-            if leg.dtmf_out:
-                self._send_event(leg)
-                continue
-            if block is None:
-                leg.ts += leg.codec.samples_per_packet
-                continue
-            if leg.pyav is None:
-                g711_legs.append(leg)
-                g711_blocks.append(block)
-            else:
-                self._send_pyav(leg, block)
-        if g711_legs:
-            mono = to_mono(np.stack(g711_blocks))
-            history = np.concatenate([leg.history for leg in g711_legs])
-            low = downsample_batch(mono, history, 8000)
-            for i, leg in enumerate(g711_legs):
-                leg.history = history[i:i + 1]
-                self._emit(leg, g711.encode(low[i], leg.codec.name).tobytes(), leg.codec.payload_type)
+        """Send every mix block the mixer has queued for each leg (one per 20 ms on time; more
+        after a late tick, so the legs follow the room's clock instead of losing blocks)."""
+        pending = [leg for leg in legs if not leg.closed and leg.mix is not None]
+        for _round in range(MAX_BLOCKS_PER_TICK):
+            if not pending:
+                return
+            g711_legs: list[MediaLeg] = []
+            g711_blocks: list[np.ndarray] = []
+            more = []
+            for leg in pending:
+                mix = leg.mix
+                if mix is None:
+                    continue
+                try:
+                    _pts, block = mix.get_nowait()
+                except Empty:
+                    continue
+                more.append(leg)
+                if leg.remote is None or not leg.sending:
+                    leg.ts += leg.codec.samples_per_packet
+                elif leg.dtmf_out:
+                    self._send_event(leg)
+                elif leg.pyav is None:
+                    g711_legs.append(leg)
+                    g711_blocks.append(block)
+                else:
+                    self._send_pyav(leg, block)
+            if g711_legs:
+                mono = to_mono(np.stack(g711_blocks))
+                history = np.concatenate([leg.history for leg in g711_legs])
+                low = downsample_batch(mono, history, 8000)
+                encoded = {"PCMU": g711.encode(low, "PCMU")} if any(x.codec.name == "PCMU" for x in g711_legs) else {}
+                if any(x.codec.name == "PCMA" for x in g711_legs):
+                    encoded["PCMA"] = g711.encode(low, "PCMA")
+                for i, leg in enumerate(g711_legs):
+                    leg.history = history[i:i + 1]
+                    self._emit(leg, encoded[leg.codec.name][i].tobytes(), leg.codec.payload_type)
+            pending = more
 
     def _send_pyav(self, leg: MediaLeg, block: np.ndarray) -> None:
         assert leg.pyav is not None

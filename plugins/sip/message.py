@@ -34,10 +34,11 @@ _TOKEN = re.compile(r"^[A-Za-z0-9.!%*_+`'~-]+$")
 class BadMessage(ValueError):
     """A message we cannot process. `request` is set when it is a request we can still answer."""
 
-    def __init__(self, reason: str, request: SipRequest | None = None) -> None:
+    def __init__(self, reason: str, request: SipRequest | None = None, status: int = 400) -> None:
         super().__init__(reason)
         self.reason = reason
         self.request = request
+        self.status = status
 
 
 @dataclass(slots=True)
@@ -83,10 +84,11 @@ def parse(data: bytes) -> Parsed:
     try:
         message = SipMessage.parse(data)
     except Exception as exc:  # ValueError on bad lines, anything else on hostile input
-        raise BadMessage(f"unparsable: {exc}") from None
+        raise BadMessage(f"unparsable: {exc}", _salvage(data)) from None
     request = message if isinstance(message, SipRequest) else None
+    first_line = data.split(b"\n", 1)[0].strip()
     try:
-        return _check(message)
+        return _check(message, first_line)
     except BadMessage as exc:
         exc.request = request
         raise
@@ -94,7 +96,26 @@ def parse(data: bytes) -> Parsed:
         raise BadMessage(f"bad header: {exc}", request) from None
 
 
-def _check(message: SipRequest | SipResponse) -> Parsed:
+_SALVAGED = {"via": "Via", "v": "Via", "from": "From", "f": "From", "to": "To", "t": "To",
+             "call-id": "Call-ID", "i": "Call-ID", "cseq": "CSeq"}
+
+
+def _salvage(data: bytes) -> SipRequest | None:
+    """Enough of a request aiosipua refused (too many headers, ...) to send it a 400."""
+    head = data.split(b"\r\n\r\n", 1)[0].decode("utf-8", "replace").split("\r\n")
+    parts = head[0].split(" ")
+    if len(parts) != 3 or not _TOKEN.match(parts[0]) or parts[0] == "ACK" or not parts[2].startswith("SIP/"):
+        return None
+    request = SipRequest(method=parts[0], uri=parts[1])
+    for line in head[1:300]:
+        name, colon, value = line.partition(":")
+        key = _SALVAGED.get(name.strip().lower())
+        if colon and key and not request.headers.get_first(key):
+            request.headers.append(key, value.strip())
+    return request if request.headers.get_first("via") else None
+
+
+def _check(message: SipRequest | SipResponse, first_line: bytes) -> Parsed:
     headers = message.headers
     for name in ("via", "from", "to", "call-id", "cseq"):
         if not headers.get_first(name):
@@ -102,9 +123,9 @@ def _check(message: SipRequest | SipResponse) -> Parsed:
     if isinstance(message, SipRequest):
         if not _TOKEN.match(message.method):
             raise BadMessage("bad method")
-        version = message.serialize().split("\r\n", 1)[0].rsplit(" ", 1)[-1]
-        if version.upper() != "SIP/2.0":
-            raise BadMessage("bad version")
+        # from the raw line: aiosipua's serialize() rewrites Content-Length as a side effect
+        if first_line.rsplit(b" ", 1)[-1].upper() != b"SIP/2.0":
+            raise BadMessage("bad version", status=505)
         if ":" not in message.uri:
             raise BadMessage("bad request URI")
     elif not 100 <= message.status_code <= 699:

@@ -35,7 +35,8 @@ def make_prompts(folder: Path) -> dict[str, Path]:
             continue
         if espeak:
             try:
-                subprocess.run([espeak, "-s", "190", "-w", str(path), text], check=True, capture_output=True, timeout=30)
+                subprocess.run([espeak, "-s", "190", "-w", str(path), text], check=True, capture_output=True,
+                               timeout=30)
                 continue
             except (subprocess.SubprocessError, OSError) as exc:
                 log.warning("espeak-ng failed, using tones", error=str(exc))

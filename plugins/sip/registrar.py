@@ -80,7 +80,8 @@ class Registrar:
     def challenges(self, stale: bool = False) -> list[tuple[str, str]]:
         nonce = self.nonce()
         extra = ", stale=true" if stale else ""
-        return [("WWW-Authenticate", f'Digest realm="{self.realm}", nonce="{nonce}", algorithm={alg}, qop="auth"{extra}')
+        return [("WWW-Authenticate",
+                 f'Digest realm="{self.realm}", nonce="{nonce}", algorithm={alg}, qop="auth"{extra}')
                 for alg in self.service.config.digest_algorithms]
 
     def verify(self, txn: ServerTransaction, header: str = "authorization") -> tuple[dict[str, Any] | None, bool]:
@@ -152,7 +153,8 @@ class Registrar:
                 if fresh:
                     self._event(username, "registered")
         binding = self.binding(username)
-        headers = [("Contact", f"<{binding.contact}>;expires={int(binding.expires_at - time.time())}")] if binding else []
+        left = int(binding.expires_at - time.time()) if binding else 0
+        headers = [("Contact", f"<{binding.contact}>;expires={left}")] if binding else []
         headers.append(("Date", time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime())))
         self.service.endpoint.respond(txn, 200, headers=headers)
 

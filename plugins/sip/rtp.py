@@ -80,7 +80,7 @@ class PortAllocator:
     def _try(self, port: int) -> tuple[socket.socket, socket.socket] | None:
         opened = []
         try:
-            for p in (port, port + 1):
+            for p in ((port, port + 1) if port else (0, 0)):  # 0: any ports the OS gives
                 sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET, socket.SOCK_DGRAM)
                 opened.append(sock)
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.rcvbuf)

@@ -177,7 +177,8 @@ class SipService:
             self.endpoint.respond(txn, 482)  # the same Call-ID on a new branch: a loop or a fork
             return
         if not sipmsg.is_sdp(request):
-            self.endpoint.respond(txn, 488 if not request.body.strip() else 415, headers=[("Accept", "application/sdp")])
+            self.endpoint.respond(txn, 488 if not request.body.strip() else 415,
+                                  headers=[("Accept", "application/sdp")])
             return
         try:
             offer = sdp.parse(request.body.decode("utf-8", "replace"))
@@ -204,7 +205,8 @@ class SipService:
         call.account = account["username"] if account else None
         call.invite_txn = txn
         call.dialog = Dialog(txn.parsed.call_id, sipmsg.new_tag(), txn.parsed.from_tag,
-                             local_uri=strip_tag(request.headers.get_first("to") or ""), remote_uri=strip_tag(from_value),
+                             local_uri=strip_tag(request.headers.get_first("to") or ""),
+                             remote_uri=strip_tag(from_value),
                              remote_target=self._contact_uri(request) or strip_tag(from_value).strip("<>"),
                              peer=txn.peer, remote_cseq=txn.parsed.cseq.seq,
                              route_set=list(request.headers.get("record-route")))
@@ -219,7 +221,8 @@ class SipService:
             return {"gate_id": gate.gate_id}
         from_user = (sipmsg.parse_address(txn.request.headers.get_first("from") or "").uri.user or "")
         account = self.accounts.get(from_user)
-        if account is not None and self.registrar is not None and self.registrar.is_registered_from(from_user, txn.peer):
+        registered = self.registrar is not None and self.registrar.is_registered_from(from_user, txn.peer)
+        if account is not None and registered:
             return {"account": account}
         if self.config.allow_anonymous:
             return {"account": account if account and self.registrar and
@@ -267,7 +270,8 @@ class SipService:
         if status:
             if txn.finished_at is None:
                 self.endpoint.respond(txn, status, to_tag=call.dialog.local_tag if call.dialog else None,
-                                      headers=[("Retry-After", str(self.config.retry_after_s))] if status == 503 else None)
+                                      headers=[("Retry-After", str(self.config.retry_after_s))]
+                                      if status == 503 else None)
             await self._teardown(call, CallState.FAILED, reason="rejected", sip_status=status)
 
     async def _answer_inner(self, call: Call, txn: ServerTransaction, offer: sdp.MediaDescription,
@@ -564,7 +568,8 @@ class SipService:
                 raise ValidationFailed(f"bad SIP URI {to!r}", code="invalid_address", field="to")
             transport = (parsed.params.get("transport") or "udp").lower()
             host = await _resolve(parsed.host)
-            return to, Peer(transport if transport in ("udp", "tcp") else "udp", host, parsed.port or 5060), codecs, None
+            peer = Peer(transport if transport in ("udp", "tcp") else "udp", host, parsed.port or 5060)
+            return to, peer, codecs, None
         account = self.accounts.get(to)
         if account is not None:
             binding = self.registrar.binding(to) if self.registrar else None

@@ -3,7 +3,6 @@ recording; BYE ends the leg; retransmissions are matched; no common codec is ref
 
 from __future__ import annotations
 
-import asyncio
 import re
 from pathlib import Path
 from typing import Any
@@ -133,3 +132,42 @@ async def test_unknown_number_is_404_and_tcp_calls_work(sip_node: Any, client: A
     assert code != 0
     log = next(sipp.dir.glob("*_messages.log")).read_text(errors="replace")
     assert "SIP/2.0 404" in log
+
+
+async def test_reinvite_hold_and_unhold(sip_node: Any, client: Any, auth: dict[str, str]) -> None:
+    await client.post("/v1/rooms", json={"room_id": "hold"}, headers=auth)
+    with sip_node.events.subscribe("hold") as sub:
+        sipp = await Sipp(sipp_args("uac_hold.xml", f"127.0.0.1:{sip_port(sip_node)}", "-s", "hold", "-m", "1",
+                                    port=free_port(), media_port=free_port())).start()
+        try:
+            held = await next_event(sub, "sip.call.state", on_hold=True)
+            assert held.data["state"] == "connected"
+            try:
+                resumed = await next_event(sub, "sip.call.state", on_hold=False)
+            except AssertionError:
+                sipp.kill()
+                await sipp.wait(5)
+                raise AssertionError(sipp.errors()) from None
+            assert resumed.data["state"] == "connected"
+            # sipp itself checked the answers: a=recvonly to its a=sendonly, a=sendrecv after
+            assert await sipp.wait(30) == 0, sipp.errors()
+        finally:
+            sipp.kill()
+
+
+async def test_rtp_timeout_ends_a_dead_call(make_node: Any) -> None:
+    node = await make_node("plugins.sip.port=0", "plugins.sip.rtp_port_min=0", "plugins.sip.rtp_port_max=0",
+                           "plugins.sip.rtp_timeout_s=1.5")
+    from gateway.rooms.models import RoomCreate
+
+    await node.rooms.create(RoomCreate(room_id="quiet"))
+    with node.events.subscribe("quiet") as sub:
+        # sipp's plain uac sends no RTP and pauses 20 s before its BYE
+        sipp = await Sipp(sipp_args("uac", f"127.0.0.1:{sip_port(node)}", "-s", "quiet", "-m", "1", "-d", "20000",
+                                    port=free_port())).start()
+        try:
+            ended = await next_event(sub, "sip.call.state", state="ended", timeout=30)
+            assert ended.data["reason"] == "rtp_timeout"
+            await next_event(sub, "participant.left")
+        finally:
+            sipp.kill()

@@ -9,6 +9,7 @@ Traps: the account URI needs ``;transport=udp`` (without it REGISTER fails local
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import tempfile
@@ -63,10 +64,8 @@ class Baresip:
                 os.killpg(self.proc.pid, 15)
                 await asyncio.wait_for(self.proc.wait(), 10)
             except (ProcessLookupError, TimeoutError):
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(self.proc.pid, 9)
-                except ProcessLookupError:
-                    pass
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")[-4000:]

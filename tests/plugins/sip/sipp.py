@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import subprocess
@@ -36,7 +37,7 @@ def free_port(kind: int = socket.SOCK_DGRAM) -> int:
 
 def sipp_args(scenario: str, *args: str, port: int, media_port: int | None = None) -> list[str]:
     """`scenario`: a built-in name (uac_pcap) or a file in contrib/sipp (ends in .xml)."""
-    where = ["-sf", str(SCENARIOS / scenario)] if scenario.endswith(".xml") else ["-sn", scenario]  # noqa: E501
+    where = ["-sf", str(SCENARIOS / scenario)] if scenario.endswith(".xml") else ["-sn", scenario]
     out = ["sipp", *where, "-i", "127.0.0.1", "-p", str(port), "-nostdin", "-trace_err", "-timeout", "60s"]
     if media_port is not None:
         out += ["-mp", str(media_port), "-mi", "127.0.0.1"]
@@ -70,10 +71,8 @@ class Sipp:
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.returncode is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, 9)
-            except ProcessLookupError:
-                pass
 
     def errors(self) -> str:
         logs = [p.read_text(errors="replace")[-3000:] for p in self.dir.glob("*_errors.log")]
@@ -94,7 +93,10 @@ async def next_event(sub: Any, name: str, timeout: float = 30, **match: Any) -> 
         remaining = deadline - loop.time()
         if remaining <= 0:
             raise AssertionError(f"no {name} {match} event in {timeout} s")
-        event = await asyncio.wait_for(sub.get(), remaining)
+        try:
+            event = await asyncio.wait_for(sub.get(), remaining)
+        except TimeoutError:
+            raise AssertionError(f"no {name} {match} event in {timeout} s") from None
         if event.event == name and all(event.data.get(k) == v for k, v in match.items()):
             return event
 

@@ -1,0 +1,48 @@
+"""Overload: with the node at its configured call capacity, a flood of INVITEs from sipp gets
+503 with Retry-After, while the established calls keep their audio and end cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from tests.plugins.sip.sipp import Sipp, free_port, run_sipp, sipp_args
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+async def node(make_node: Any) -> Any:
+    return await make_node("plugins.sip.port=0", "plugins.sip.rtp_port_min=0", "plugins.sip.rtp_port_max=0",
+                           "plugins.sip.rtp_timeout_s=0", "plugins.sip.max_calls=2", "plugins.sip.retry_after_s=7")
+
+
+async def test_flood_beyond_capacity_gets_503_and_calls_keep_audio(node: Any, client: Any,
+                                                                  auth: dict[str, str]) -> None:
+    service = node.pm.get_plugin("sip").service
+    target = f"127.0.0.1:{service.endpoint.port}"
+    await client.post("/v1/rooms", json={"room_id": "busy"}, headers=auth)
+    established = await Sipp(sipp_args("uac_pcap", target, "-s", "busy", "-m", "2", "-l", "2", "-r", "10",
+                                       port=free_port(), media_port=free_port())).start()
+    try:
+        for _ in range(300):
+            if len(service.calls) == 2 and all(c.leg and c.leg.packets_in > 20 for c in service.calls.values()):
+                break
+            await asyncio.sleep(0.05)
+        assert len(service.calls) == 2, [(c.state, c.reason, c.sip_status) for c in service.ended.values()]
+        before = {c.call_id: c.leg.packets_in for c in service.calls.values()}
+        code, flood = await run_sipp(sipp_args("uac_expect_busy.xml", target, "-s", "busy", "-m", "60", "-r", "200",
+                                               "-trace_msg", port=free_port(), media_port=free_port()))
+        assert code == 0, flood.errors()  # every one of the 60 got its 503 with a Retry-After
+        log = next(flood.dir.glob("*_messages.log")).read_text(errors="replace")
+        assert log.count("SIP/2.0 503") >= 60 and "Retry-After: 7" in log
+        await asyncio.sleep(0.5)
+        after = {c.call_id: c.leg.packets_in for c in service.calls.values()}
+        assert set(after) == set(before)
+        assert all(after[k] > before[k] + 10 for k in before), (before, after)  # audio went on during the flood
+        assert service.rejected_busy >= 60
+        assert await established.wait(60) == 0, established.errors()
+    finally:
+        established.kill()
