@@ -61,6 +61,17 @@ def install_stdlib_redaction() -> None:
         logging.setLogRecordFactory(_redacting_factory)
 
 
+class _CurrentStderr:
+    """Writes to whatever ``sys.stderr`` is now, not the stream it was at configure time (which a
+    test harness or a daemonising wrapper may have closed since)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure_logging(level: str = "info", fmt: str = "console") -> None:
     renderer: Any
     if fmt == "json":
@@ -79,7 +90,7 @@ def configure_logging(level: str = "info", fmt: str = "console") -> None:
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=_CurrentStderr()),
         cache_logger_on_first_use=False,
     )
     # libraries that use stdlib logging (aiohttp access log, sqlalchemy) go through the same level
