@@ -76,7 +76,7 @@ class WebRTCPlugin:
                 asyncio.get_running_loop().create_task(session.end("room_closed"))
 
     async def session_ended(self, session: Any, reason: str) -> None:
-        runner = getattr(session, "ingress", None)
+        runner = session.ingress
         if runner is not None:
             await runner.detach(session, reason)
 

@@ -37,6 +37,8 @@ class Session:
         self.connected_at: float | None = None
         self.ended = False
         self.end_reason = ""
+        self.caller_token = ""  # the bearer that created it may DELETE it
+        self.ingress: Any = None  # the whip ingress task it publishes for, if any
         self._watchdog: asyncio.TimerHandle | None = None
         self.pc.on("connectionstatechange", self._state_changed)
 
