@@ -141,6 +141,32 @@ async def check_room(rtc: Any, room: str, browsers: dict[str, Any]) -> None:
         assert levels[name] < levels[f"{name}_near"] + 6, (name, levels)  # no peak at its own tone
         assert levels[name] < min(heard) - 25, (name, levels)
     # the page shows who is present
-    names = await asyncio.to_thread(browsers["ada"].execute_script,
+    ada, bob = browsers["ada"], browsers["bob"]
+    names = await asyncio.to_thread(ada.execute_script,
                                     "return [...document.querySelectorAll('#people .name')].map(e => e.textContent)")
     assert len(names) == 3 and any("Bob" in n for n in names), names
+    people = rtc.node.rooms.rooms[room].participants
+    ada_p = next(p for p in people.values() if p.identity == "ada")
+    # the mic button mutes for everyone (setstate on the socket), and unmutes
+    await asyncio.to_thread(ada.execute_script, "document.getElementById('btn-mic').click()")
+    await wait_for(lambda: ada_p.audio_muted, "ada muted by her page")
+    await wait_for(lambda: bob_sees(bob, "Ada", "mic off"), "bob's page shows ada muted")
+    await asyncio.to_thread(ada.execute_script, "document.getElementById('btn-mic').click()")
+    await wait_for(lambda: not ada_p.audio_muted, "ada unmuted")
+    # chat reaches the other page
+    await asyncio.to_thread(ada.execute_script, "document.getElementById('chat-input').value = 'hello bob';"
+                                                "document.getElementById('chat-form').requestSubmit()")
+    await wait_for(lambda: "hello bob" in bob.execute_script(
+        "return document.getElementById('messages').textContent"), "the chat message on bob's page")
+    # leaving ends bob's participant (and his sessions)
+    await asyncio.to_thread(bob.execute_script, "document.getElementById('btn-leave').click()")
+    await wait_for(lambda: all(p.identity != "bob" for p in people.values()), "bob left")
+    await wait_for(lambda: not [s for s in rtc.plugin.registry.sessions.values()
+                                if getattr(s, "participant_id", None) not in people],
+                   "bob's sessions ended")
+
+
+def bob_sees(driver: Any, name: str, text: str) -> bool:
+    return bool(driver.execute_script(
+        "return [...document.querySelectorAll('#people li')].some(li => li.textContent.includes(arguments[0])"
+        " && li.textContent.includes(arguments[1]))", name, text))
