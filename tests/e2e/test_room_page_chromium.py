@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from gateway.media.track import TrackKind
+from gateway.media.track import TrackKind, TrackSource
 from tests.e2e.chromium import fake_media, launch
 from tests.plugins.webrtc.conftest import open_rtc, wait_for
 
@@ -153,6 +153,14 @@ async def check_room(rtc: Any, room: str, browsers: dict[str, Any]) -> None:
     await wait_for(lambda: bob_sees(bob, "Ada", "mic off"), "bob's page shows ada muted")
     await asyncio.to_thread(ada.execute_script, "document.getElementById('btn-mic').click()")
     await wait_for(lambda: not ada_p.audio_muted, "ada unmuted")
+    # screen share from the page: published as source screen, stopped again
+    await asyncio.to_thread(ada.execute_script, "document.getElementById('btn-screen').click()")
+    media = rtc.node.rooms.rooms[room].media
+    await wait_for(lambda: media.bus.find(ada_p.participant_id, TrackKind.VIDEO, TrackSource.SCREEN),
+                   "ada's screen share on the bus")
+    await asyncio.to_thread(ada.execute_script, "document.getElementById('btn-screen').click()")
+    await wait_for(lambda: not media.bus.find(ada_p.participant_id, TrackKind.VIDEO, TrackSource.SCREEN),
+                   "ada's screen share stopped")
     # chat reaches the other page
     await asyncio.to_thread(ada.execute_script, "document.getElementById('chat-input').value = 'hello bob';"
                                                 "document.getElementById('chat-form').requestSubmit()")
