@@ -173,6 +173,16 @@ async def check_room(rtc: Any, room: str, browsers: dict[str, Any]) -> None:
                                 if getattr(s, "participant_id", None) not in people],
                    "bob's sessions ended")
 
+    # a room with a password: the lobby asks for a name and the password, then joins
+    locked = (await rtc.api.create_room(room_id="locked", password="s3cret"))["room_id"]
+    await asyncio.to_thread(bob.get, f"{rtc.url}/rooms/{locked}")
+    await asyncio.to_thread(bob.execute_script, """
+        document.getElementById('join-name').value = 'Bob Builder';
+        document.getElementById('join-password').value = 's3cret';
+        document.getElementById('join-form').requestSubmit();""")
+    await wait_for(lambda: [p.name for p in rtc.node.rooms.rooms[locked].participants.values()] == ["Bob Builder"],
+                   "bob in the password room")
+
 
 def bob_sees(driver: Any, name: str, text: str) -> bool:
     return bool(driver.execute_script(
