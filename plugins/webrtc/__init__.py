@@ -42,6 +42,7 @@ class WebRTCPlugin:
         self.registry: SessionRegistry = SessionRegistry(self.config)
         self.playback: Playback | None = None
         self.ingress_tokens: dict[str, Any] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
 
     @hookimpl
     def mediagate_configure(self, node: Node) -> None:
@@ -70,13 +71,18 @@ class WebRTCPlugin:
         # a participant that left (kicked, socket closed) takes its WebRTC sessions along
         if event.event == ev.PARTICIPANT_LEFT:
             for session in self.registry.of_participant(event.data.get("participant_id", "")):
-                asyncio.get_running_loop().create_task(session.end(event.data.get("reason") or "left"))
+                self._spawn(session.end(event.data.get("reason") or "left"))
         elif event.event == ev.ROOM_CLOSED:
             for session in self.registry.in_room(event.room_id or ""):
-                asyncio.get_running_loop().create_task(session.end("room_closed"))
+                self._spawn(session.end("room_closed"))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)  # held until done: the loop keeps only weak references
+        task.add_done_callback(self._tasks.discard)
 
     async def session_ended(self, session: Any, reason: str) -> None:
-        runner = getattr(session, "ingress", None)
+        runner = session.ingress
         if runner is not None:
             await runner.detach(session, reason)
 

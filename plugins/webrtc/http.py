@@ -151,7 +151,7 @@ class WebRTCRoutes:
     async def delete(self, request: web.Request) -> web.StreamResponse:
         session = self.plugin.registry.get(request.match_info["session_id"])
         token = auth.bearer(request)
-        if token != getattr(session, "caller_token", None):
+        if token != session.caller_token:
             who = self.node.tokens.verify(token)
             if not who.is_operator:
                 raise Forbidden("this token did not create the session", code="not_session_owner")

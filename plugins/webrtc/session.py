@@ -37,7 +37,10 @@ class Session:
         self.connected_at: float | None = None
         self.ended = False
         self.end_reason = ""
+        self.caller_token = ""  # the bearer that created it may DELETE it
+        self.ingress: Any = None  # the whip ingress task it publishes for, if any
         self._watchdog: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
         self.pc.on("connectionstatechange", self._state_changed)
 
     # ---------------------------------------------------------------- negotiation
@@ -62,15 +65,19 @@ class Session:
                 self._watchdog.cancel()
             self.connected()
         elif state in ("failed", "closed") and not self.ended:
-            reason = "ice_failed" if state == "failed" else "peer_closed"
-            asyncio.get_running_loop().create_task(self.end(reason))
+            self._spawn(self.end("ice_failed" if state == "failed" else "peer_closed"))
 
     def connected(self) -> None:
         log.info("webrtc session connected", kind=self.kind, session_id=self.session_id, room_id=self.room_id)
 
     def _connect_timed_out(self) -> None:
         if not self.ended and self.connected_at is None:
-            asyncio.get_running_loop().create_task(self.end("connect_timeout"))
+            self._spawn(self.end("connect_timeout"))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)  # the loop keeps only weak references to tasks
+        task.add_done_callback(self._tasks.discard)
 
     async def end(self, reason: str) -> None:
         if self.ended:

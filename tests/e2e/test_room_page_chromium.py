@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from gateway.media.track import TrackKind
+from gateway.media.track import TrackKind, TrackSource
 from tests.e2e.chromium import fake_media, launch
 from tests.plugins.webrtc.conftest import open_rtc, wait_for
 
@@ -141,6 +141,50 @@ async def check_room(rtc: Any, room: str, browsers: dict[str, Any]) -> None:
         assert levels[name] < levels[f"{name}_near"] + 6, (name, levels)  # no peak at its own tone
         assert levels[name] < min(heard) - 25, (name, levels)
     # the page shows who is present
-    names = await asyncio.to_thread(browsers["ada"].execute_script,
+    ada, bob = browsers["ada"], browsers["bob"]
+    names = await asyncio.to_thread(ada.execute_script,
                                     "return [...document.querySelectorAll('#people .name')].map(e => e.textContent)")
     assert len(names) == 3 and any("Bob" in n for n in names), names
+    people = rtc.node.rooms.rooms[room].participants
+    ada_p = next(p for p in people.values() if p.identity == "ada")
+    # the mic button mutes for everyone (setstate on the socket), and unmutes
+    await asyncio.to_thread(ada.execute_script, "document.getElementById('btn-mic').click()")
+    await wait_for(lambda: ada_p.audio_muted, "ada muted by her page")
+    await wait_for(lambda: bob_sees(bob, "Ada", "mic off"), "bob's page shows ada muted")
+    await asyncio.to_thread(ada.execute_script, "document.getElementById('btn-mic').click()")
+    await wait_for(lambda: not ada_p.audio_muted, "ada unmuted")
+    # screen share from the page: published as source screen, stopped again
+    await asyncio.to_thread(ada.execute_script, "document.getElementById('btn-screen').click()")
+    media = rtc.node.rooms.rooms[room].media
+    await wait_for(lambda: media.bus.find(ada_p.participant_id, TrackKind.VIDEO, TrackSource.SCREEN),
+                   "ada's screen share on the bus")
+    await asyncio.to_thread(ada.execute_script, "document.getElementById('btn-screen').click()")
+    await wait_for(lambda: not media.bus.find(ada_p.participant_id, TrackKind.VIDEO, TrackSource.SCREEN),
+                   "ada's screen share stopped")
+    # chat reaches the other page
+    await asyncio.to_thread(ada.execute_script, "document.getElementById('chat-input').value = 'hello bob';"
+                                                "document.getElementById('chat-form').requestSubmit()")
+    await wait_for(lambda: "hello bob" in bob.execute_script(
+        "return document.getElementById('messages').textContent"), "the chat message on bob's page")
+    # leaving ends bob's participant (and his sessions)
+    await asyncio.to_thread(bob.execute_script, "document.getElementById('btn-leave').click()")
+    await wait_for(lambda: all(p.identity != "bob" for p in people.values()), "bob left")
+    await wait_for(lambda: not [s for s in rtc.plugin.registry.sessions.values()
+                                if getattr(s, "participant_id", None) not in people],
+                   "bob's sessions ended")
+
+    # a room with a password: the lobby asks for a name and the password, then joins
+    locked = (await rtc.api.create_room(room_id="locked", password="s3cret"))["room_id"]
+    await asyncio.to_thread(bob.get, f"{rtc.url}/rooms/{locked}")
+    await asyncio.to_thread(bob.execute_script, """
+        document.getElementById('join-name').value = 'Bob Builder';
+        document.getElementById('join-password').value = 's3cret';
+        document.getElementById('join-form').requestSubmit();""")
+    await wait_for(lambda: [p.name for p in rtc.node.rooms.rooms[locked].participants.values()] == ["Bob Builder"],
+                   "bob in the password room")
+
+
+def bob_sees(driver: Any, name: str, text: str) -> bool:
+    return bool(driver.execute_script(
+        "return [...document.querySelectorAll('#people li')].some(li => li.textContent.includes(arguments[0])"
+        " && li.textContent.includes(arguments[1]))", name, text))

@@ -118,6 +118,12 @@ async def test_browser_publishes_over_whip_and_the_recording_shows_it(rtc: Rtc, 
     # a second viewer joins mid-GOP: its first frame comes from a forced keyframe
     late = await run_js(browser, PLAY_JS, f"{rtc.url}/whep/{room}", token)
     assert "error" not in late and late["width"] == 640, late
+    # WHEP of the browser participant alone: its own VP8 packets, forwarded without transcoding
+    own = await run_js(browser, PLAY_JS, f"{rtc.url}/whep/{room}/{pid}", token)
+    assert "error" not in own and own["width"] == 320, own  # the camera's size: not the composite's
+    assert np.abs(np.array(own["centre"]) - (255, 128, 0)).max() < 60, own
+    forwarded = [g for key, g in rtc.plugin.playback.groups.items() if key[1] == pid]
+    assert forwarded and forwarded[0].video_codec == "vp8" and forwarded[0].video.packets > 0
     print(f"WHEP first frame: {result['first_frame_ms']:.0f} ms, mid-GOP joiner {late['first_frame_ms']:.0f} ms")
 
 
