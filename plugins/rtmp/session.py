@@ -136,7 +136,9 @@ class RtmpConnection:
 
     async def _received(self, data: bytes) -> None:
         messages = self.decoder.feed(data)
-        if self._peer_window and self.decoder.bytes_in - self._acked >= self._peer_window:
+        # acknowledge at the window the peer set, else at the one we announced (nginx-rtmp's way)
+        window = self._peer_window or self.config.window_ack_size
+        if self.decoder.bytes_in - self._acked >= window:
             self._acked = self.decoder.bytes_in
             self._send(*ch.control(ch.ACK, self._acked & 0xFFFFFFFF))
         for message in messages:
