@@ -354,3 +354,18 @@ async def test_switch_to_another_file_without_audio(api: Any, play_node: Node, m
         assert play_node.ingress.get(iid).active
     finally:
         watch.close()
+
+
+async def test_an_http_file_plays_to_the_end(api: Any, play_node: Node, http_server: str) -> None:
+    client, auth = api
+    status, body = await start(client, auth, url=f"{http_server}/clip.mp4")
+    assert status == 201, body
+    assert body["media_info"]["has_audio"] and not body["media_info"]["live"], body
+    watch = ColourWatch(track_of(play_node, body["participant_id"], TrackKind.VIDEO))
+    try:
+        task = play_node.ingress.get(body["ingress_id"])
+        await wait_until(lambda: not task.active, "the HTTP file ended")
+        assert task.status == "complete" and task.result["stats"]["video_packets"] == 2 * FPS, task.describe()
+        assert watch.seen == [1], watch.seen  # green
+    finally:
+        watch.close()

@@ -114,3 +114,21 @@ async def test_a_bad_plugin_section_stops_the_node(make_node: object) -> None:
     with pytest.raises(ConfigError) as info:
         await make_node("plugins.play.retry_delay=1")  # type: ignore[operator]
     assert "plugins.play" in str(info.value)
+
+
+@pytest.mark.parametrize("ext", sorted(["mp4", "mov", "mkv", "flv", "ts", "mp3", "m4a", "wav"]))
+def test_every_supported_container_opens(allowed: Path, ext: str) -> None:
+    """The container whitelist admits each extension play-in documents (made by the ffmpeg CLI)."""
+    path = allowed / f"sample.{ext}"
+    video = ext not in ("mp3", "m4a", "wav")
+    args = ["-f", "lavfi", "-i", "sine=frequency=440:duration=0.5"]
+    if video:
+        args = ["-f", "lavfi", "-i", "color=c=red:s=64x64:r=10:d=0.5", *args, "-c:v", "libx264", "-pix_fmt", "yuv420p"]
+    audio_codec = {"mp3": "libmp3lame", "wav": "pcm_s16le"}.get(ext, "aac")
+    subprocess.run(["ffmpeg", "-hide_banner", "-v", "error", "-y", *args, "-c:a", audio_codec, "-shortest", str(path)],
+                   check=True)
+    opened = open_source(local_spec(str(path), [allowed]))
+    try:
+        assert opened.media_info["has_audio"] and opened.media_info["has_video"] is video, opened.media_info
+    finally:
+        opened.close()
