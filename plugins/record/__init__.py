@@ -62,9 +62,6 @@ class RecordKind:
         if options.mode != "mixed" and isinstance(request.source, ParticipantSource):
             raise ValidationFailed("individual recording records every participant: leave source as "
                                    "'composite'", field="record.mode")
-        check_capacity = getattr(getattr(node, "spool", None), "check_capacity", None)
-        if check_capacity is not None:  # disk nearly full: refused with 507, running ones go on
-            check_capacity()
         storage_options = options.storage.model_dump()
         local = storage.local_dir(storage_options)
         root = getattr(storage, "root", None)  # a backend on this node's disk (local), written via the spool
@@ -76,6 +73,9 @@ class RecordKind:
     async def start(self, task: Task, request: EgressRequest, room: Room, node: Node) -> RecordRunner:
         if request.record is None:
             request.record = RecordOptions()
+        check_capacity = getattr(getattr(node, "spool", None), "check_capacity", None)
+        if check_capacity is not None:  # disk nearly full: refused with 507, running ones go on
+            check_capacity(room.room_id, task.task_id)
         config = self.plugin.config
         runner = RecordRunner(node, task, room, request,
                               max_idle_s=request.record.max_idle_s or config.max_idle_s,

@@ -127,6 +127,38 @@ def add_routes(app: web.Application, node: Node) -> None:
             "Content-Disposition": f'attachment; filename="{name}"', "X-Content-Type-Options": "nosniff",
             "Content-Type": CONTENT_TYPES.get(ext) or mimetypes.guess_type(name)[0] or "application/octet-stream"})
 
+    _document(app)
     app.router.add_get("/v1/recordings", list_recordings)
     app.router.add_get("/v1/recordings/{recording_id}", get_recording)
     app.router.add_get("/v1/recordings/{recording_id}/download", download)
+
+
+def _document(app: web.Application) -> None:
+    """Add the routes to the node's served OpenAPI document (plugin routes are not in it by
+    themselves)."""
+    from gateway.api import OPENAPI
+
+    spec = app.get(OPENAPI)
+    if not isinstance(spec, dict):
+        return
+    errors = {status: {"description": text, "content": {"application/json": {"schema": {"type": "object"}}}}
+              for status, text in (("400", "bad parameter"), ("401", "no or bad credentials"),
+                                   ("404", "no such recording"))}
+    query = [{"name": name, "in": "query", "required": False, "schema": schema, "description": text}
+             for name, schema, text in (
+                 ("room_id", {"type": "string"}, "only this room's files"),
+                 ("egress_id", {"type": "string"}, "only this task's files"),
+                 ("since", {"type": "number"}, "files ending at or after this Unix time (s)"),
+                 ("until", {"type": "number"}, "files starting at or before this Unix time (s)"),
+                 ("limit", {"type": "integer", "minimum": 1, "maximum": 10000}, "at most this many (1000)"))]
+    rid = [{"name": "recording_id", "in": "path", "required": True, "schema": {"type": "string"}}]
+    ok = {"description": "ok", "content": {"application/json": {"schema": {"type": "object"}}}}
+    paths = spec.setdefault("paths", {})
+    paths["/v1/recordings"] = {"get": {"summary": "Recorded files (kept across restarts)", "tags": ["recordings"],
+                                       "parameters": query, "responses": {"200": ok, **errors}}}
+    paths["/v1/recordings/{recording_id}"] = {"get": {"summary": "One recorded file", "tags": ["recordings"],
+                                                      "parameters": rid, "responses": {"200": ok, **errors}}}
+    paths["/v1/recordings/{recording_id}/download"] = {"get": {
+        "summary": "Download a recorded file (local backend) or be redirected to its storage URL",
+        "tags": ["recordings"], "parameters": rid,
+        "responses": {"200": {"description": "the file"}, "307": {"description": "storage URL"}, **errors}}}

@@ -179,3 +179,11 @@ async def test_audio_only_recording_of_a_room_without_audio_is_valid_silence(cli
             samples = np.concatenate([f.to_ndarray().reshape(-1) for f in container.decode(audio=0)])
         assert len(samples) / 2 / 48000 == pytest.approx(info["duration_s"], abs=0.1)
         assert info["duration_s"] > 1.0 and np.abs(samples).max() < 1e-3 * (32767 if samples.dtype == np.int16 else 1)
+
+
+async def test_the_served_openapi_documents_the_recordings_routes(client: Any) -> None:
+    spec = await (await client.get("/openapi.json")).json()
+    assert {"/v1/recordings", "/v1/recordings/{recording_id}", "/v1/recordings/{recording_id}/download"} <= set(
+        spec["paths"])
+    record = spec["components"]["schemas"].get("RecordOptions") or {}
+    assert not record or {"mode", "max_idle_s", "split_bytes"} <= set(record.get("properties", {}))
