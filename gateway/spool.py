@@ -188,8 +188,9 @@ class UploadSpool:
         self.root.mkdir(parents=True, exist_ok=True)
         self.root.chmod(0o700)
         self._stopping = False
-        # in the background: a remux can take a while, and the node must start serving
-        self._recovery = asyncio.create_task(self._recover(), name="spool-recover")
+        # the manifests left by the previous run, read now, before any new recording can start;
+        # finished in the background: a remux can take a while, and the node must start serving
+        self._recovery = asyncio.create_task(self._recover(self._left_over()), name="spool-recover")
 
     async def stop(self) -> None:
         """Stop uploading; what is not stored yet stays in the spool for the next start."""
@@ -317,20 +318,20 @@ class UploadSpool:
                 if not retry:
                     entry.state = "failed"
                     self._save(entry)
-                    log.warning("upload failed", egress_id=entry.egress_id, filename=entry.filename,
-                                attempts=entry.attempts, code=error["code"])
                     self.node.events.emit(UPLOAD_FAILED, entry.room_id, **self._event_data(entry), url=None,
                                           size=entry.path.stat().st_size if entry.path.exists() else 0,
                                           attempts=entry.attempts, error=error)
                     if entry.done is not None and not entry.done.done():
                         entry.done.set_exception(UploadError(error["message"], code=error["code"], retry=False))
                         entry.done.exception()  # retrieved: nobody has to wait for it
+                    log.warning("upload failed", egress_id=entry.egress_id, filename=entry.filename,
+                                attempts=entry.attempts, code=error["code"])
                     return
                 self._save(entry)
-                log.info("upload attempt failed; retrying", egress_id=entry.egress_id, filename=entry.filename,
-                         attempt=entry.attempts, retry_in_s=delay, code=error["code"])
                 self.node.events.emit(UPLOAD_RETRY, entry.room_id, **self._event_data(entry),
                                       attempt=entry.attempts, retry_in_s=delay, error=error)
+                log.info("upload attempt failed; retrying", egress_id=entry.egress_id, filename=entry.filename,
+                         attempt=entry.attempts, retry_in_s=delay, code=error["code"])
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.config.backoff_max_s)
                 continue
@@ -353,13 +354,16 @@ class UploadSpool:
                 directory.rmdir()
                 directory = directory.parent
 
-    async def _recover(self) -> None:
+    def _left_over(self) -> list[SpoolEntry]:
         entries: list[SpoolEntry] = []
         for manifest in sorted(self.root.rglob("*" + MANIFEST_SUFFIX)):
             try:
                 entries.append(SpoolEntry.from_manifest(manifest, json.loads(manifest.read_text())))
             except (OSError, ValueError, KeyError) as exc:
                 log.warning("unreadable spool manifest left alone", manifest=str(manifest), error=str(exc))
+        return entries
+
+    async def _recover(self, entries: list[SpoolEntry]) -> None:
         recovered: dict[str, list[SpoolEntry]] = {}
         for entry in entries:
             if entry.state != "recording":

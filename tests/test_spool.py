@@ -14,6 +14,7 @@ from typing import Any
 import av
 import numpy as np
 import pytest
+import structlog
 
 from gateway.hookspecs import hookimpl
 from gateway.node import Node
@@ -22,6 +23,13 @@ from gateway.storage import UploadError
 from tests.api.conftest import Api, EventLog
 
 FAST = ["spool.backoff_initial_s=0.05", "spool.backoff_max_s=0.2"]
+
+
+@pytest.fixture(autouse=True)
+def _logs_to_the_current_stdout() -> None:
+    """tests/test_logging.py leaves structlog writing to a capture stream pytest has closed since;
+    every warning would then raise ValueError. Start from structlog's defaults."""
+    structlog.reset_defaults()
 
 
 class FlakyStore:
