@@ -139,7 +139,7 @@ async def check_room(rtc: Any, room: str, browsers: dict[str, Any]) -> None:
             if other != name:
                 assert levels[other] > levels[f"{other}_near"] + 10, (name, levels)
         assert levels[name] < levels[f"{name}_near"] + 6, (name, levels)  # no peak at its own tone
-        assert levels[name] < min(heard) - 25, (name, levels)
+        assert levels[name] < min(heard) - 15, (name, levels)  # present, it would be as loud as they are
     # the page shows who is present
     ada, bob = browsers["ada"], browsers["bob"]
     names = await asyncio.to_thread(ada.execute_script,
