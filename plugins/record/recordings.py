@@ -153,12 +153,16 @@ def _document(app: web.Application) -> None:
                  ("limit", {"type": "integer", "minimum": 1, "maximum": 10000}, "at most this many (1000)"))]
     rid = [{"name": "recording_id", "in": "path", "required": True, "schema": {"type": "string"}}]
     ok = {"description": "ok", "content": {"application/json": {"schema": {"type": "object"}}}}
+    security = [{"bearer": []}, {"basic": []}]
+
+    def op(name: str, summary: str, params: list[dict[str, Any]], responses: dict[str, Any]) -> dict[str, Any]:
+        return {"get": {"summary": summary, "description": summary, "tags": ["recordings"], "operationId": name,
+                        "parameters": params, "responses": responses, "security": security}}
+
     paths = spec.setdefault("paths", {})
-    paths["/v1/recordings"] = {"get": {"summary": "Recorded files (kept across restarts)", "tags": ["recordings"],
-                                       "parameters": query, "responses": {"200": ok, **errors}}}
-    paths["/v1/recordings/{recording_id}"] = {"get": {"summary": "One recorded file", "tags": ["recordings"],
-                                                      "parameters": rid, "responses": {"200": ok, **errors}}}
-    paths["/v1/recordings/{recording_id}/download"] = {"get": {
-        "summary": "Download a recorded file (local backend) or be redirected to its storage URL",
-        "tags": ["recordings"], "parameters": rid,
-        "responses": {"200": {"description": "the file"}, "307": {"description": "storage URL"}, **errors}}}
+    paths["/v1/recordings"] = op("list_recordings", "Recorded files (kept across restarts)", query,
+                                 {"200": ok, **errors})
+    paths["/v1/recordings/{recording_id}"] = op("get_recording", "One recorded file", rid, {"200": ok, **errors})
+    paths["/v1/recordings/{recording_id}/download"] = op(
+        "download_recording", "Download a recorded file (local backend) or be redirected to its storage URL", rid,
+        {"200": {"description": "the file"}, "307": {"description": "storage URL"}, **errors})
