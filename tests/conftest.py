@@ -19,7 +19,8 @@ SECRET_KEY = "test_secret_value"
 def make_config(tmp_path: Any) -> Callable[..., Any]:
     def make(*overrides: str, **kwargs: Any):
         base = [f'node.data_dir="{tmp_path / "data"}"', "http.port=0", "log.level=\"warning\"",
-                f'auth.api_keys={{"{ACCESS_KEY}" = "{SECRET_KEY}"}}', "auth.bootstrap_key=false"]
+                f'auth.api_keys={{"{ACCESS_KEY}" = "{SECRET_KEY}"}}', "auth.bootstrap_key=false",
+                "plugins.sip.port=0", "plugins.sip.rtp_port_min=0", "plugins.sip.rtp_port_max=0"]
         return load_config(None, overrides=[*base, *overrides], environ={}, **kwargs)
     return make
 
