@@ -21,7 +21,8 @@ def make_config(tmp_path: Any) -> Callable[..., Any]:
         base = [f'node.data_dir="{tmp_path / "data"}"', "http.port=0", "log.level=\"warning\"",
                 f'auth.api_keys={{"{ACCESS_KEY}" = "{SECRET_KEY}"}}', "auth.bootstrap_key=false",
                 # never the shared 1935 / 5060 of a gateway already running here
-                "plugins.rtmp.port=0", 'plugins.rtmp.host="127.0.0.1"', "plugins.sip.port=0"]
+                "plugins.rtmp.port=0", 'plugins.rtmp.host="127.0.0.1"',
+                "plugins.sip.port=0", "plugins.sip.rtp_port_min=0", "plugins.sip.rtp_port_max=0"]
         return load_config(None, overrides=[*base, *overrides], environ={}, **kwargs)
     return make
 

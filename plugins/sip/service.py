@@ -80,6 +80,7 @@ class SipService:
         self.gates: GateManager | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.rejected_busy = 0
+        self.disabled = False
 
     # ---------------------------------------------------------------- lifecycle
     async def start(self) -> None:
@@ -87,17 +88,33 @@ class SipService:
         from plugins.sip.registrar import Registrar
 
         self.engine = LegEngine(asyncio.get_running_loop())
-        await self.endpoint.start()
         self.registrar = Registrar(self)
         self.gates = GateManager(self)
+        try:
+            await self.endpoint.start()
+        except OSError as exc:
+            # a taken port must not take the whole node (and every other edge) down with it
+            log.error("SIP edge not started: cannot bind", host=self.config.host, port=self.config.port,
+                      error=str(exc))
+            self.disabled = True
+            await self.reload()
+            return
         await self.reload()
-        folder = Path(self.config.prompt_dir) if self.config.prompt_dir else self.node.data_path("sip", "prompts")
-        files = await asyncio.to_thread(make_prompts, folder)
-        self.prompts = {name: await asyncio.to_thread(load_blocks, path) for name, path in files.items()}
+        if any(rule.pin for rule in self.routes):  # made at first start when PIN routes exist, else on first use
+            self._prompts_task = self.spawn(self._load_prompts(), "sip-prompts")
         await self.gates.start()
         log.info("sip listening", host=self.config.host, port=self.endpoint.port, advertised=self.advertised)
 
+    async def _load_prompts(self) -> dict[str, Any]:
+        if not self.prompts:
+            folder = Path(self.config.prompt_dir) if self.config.prompt_dir else self.node.data_path("sip", "prompts")
+            files = await asyncio.to_thread(make_prompts, folder)
+            self.prompts = {name: await asyncio.to_thread(load_blocks, path) for name, path in files.items()}
+        return self.prompts
+
     async def stop(self) -> None:
+        if self.disabled:
+            return
         for call in list(self.calls.values()):
             await self.hangup(call, reason="shutdown")
         if self.gates is not None:
@@ -389,6 +406,9 @@ class SipService:
         await self.hangup(call, reason="wrong_pin")
 
     async def _play(self, call: Call, player: PromptPlayer, name: str) -> None:
+        if not self.prompts:
+            task = getattr(self, "_prompts_task", None)
+            await (task if task is not None and not task.done() else self._load_prompts())
         blocks = self.prompts.get(name)
         if blocks is None or call.finished:
             return
@@ -507,6 +527,8 @@ class SipService:
                    caller_name: str | None = None, gain_db: float = 0.0, identity: str | None = None,
                    callback_url: str | None = None) -> Call:
         room = await self.node.rooms.get(room_id)
+        if self.disabled:
+            raise NoCapacity("the SIP edge is not running (its port could not be bound)", code="sip_disabled")
         if self.active_calls >= self.config.max_calls:
             raise NoCapacity("the SIP edge is at capacity", code="sip_busy")
         uri, peer, codecs, auth = await self._target(to, gate_id)

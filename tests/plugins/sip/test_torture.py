@@ -113,3 +113,12 @@ async def test_hostile_tcp_stream_is_dropped_not_fatal(node: Any) -> None:
     line = await asyncio.wait_for(reader.readline(), 10)
     assert line.startswith(b"SIP/2.0 200"), line
     writer.close()
+
+
+async def test_a_taken_sip_port_leaves_the_node_running(make_node: Any) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        node = await make_node(f"plugins.sip.port={port}")
+        service = node.pm.get_plugin("sip").service
+        assert service.disabled and node.ready
