@@ -166,11 +166,11 @@ class RtmpPlugin:
                     principal.can(Permission.SEND_VIDEO) or principal.can(Permission.SEND_AUDIO)):
                 raise Rejected("no_publish_permission", "the join token may not publish", principal.room_id)
             return await self._join(connection, principal.room_id, principal.subject, principal.name or "",
-                                    principal.permissions, None)
+                                    principal.permissions, None, admission=principal.admission)
         raise Rejected("unknown_stream_key", "unknown stream key")
 
     async def _join(self, connection: RtmpConnection, room_id: str, identity: str, name: str,
-                    permissions: int | None, task: Task | None) -> Publisher:
+                    permissions: int | None, task: Task | None, *, admission: str | None = None) -> Publisher:
         node = self.node
         assert node is not None
         try:
@@ -178,7 +178,7 @@ class RtmpPlugin:
             node.media.room_media(room)
             extra = {} if permissions is None else {"permissions": permissions}
             participant = await node.rooms.join(room_id, identity, kind=ParticipantKind.RTMP, name=name or identity,
-                                                operator=task is not None, **extra)
+                                                operator=task is not None, admission=admission, **extra)
         except MediagateError as exc:
             raise Rejected(exc.code, str(exc), room_id) from exc
         publisher = Publisher(node, connection, room_id, participant, task)

@@ -23,6 +23,7 @@ class Caller:
     token: str
     operator: bool = False
     ingress: Any = None  # the WhipIngress runner when the bearer token is an ingress's
+    admission: str | None = None  # the join token's: a password self-join never owns or takes over
 
 
 def bearer(request: web.Request) -> str:
@@ -32,7 +33,7 @@ def bearer(request: web.Request) -> str:
     return value.strip()
 
 
-def resolve(node: Node, request: web.Request, room_id: str, ingress_tokens: dict[str, Any]) -> Caller:
+async def resolve(node: Node, request: web.Request, room_id: str, ingress_tokens: dict[str, Any]) -> Caller:
     token = bearer(request)
     runner = ingress_tokens.get(token)
     if runner is not None:
@@ -40,6 +41,8 @@ def resolve(node: Node, request: web.Request, room_id: str, ingress_tokens: dict
             raise Forbidden("this ingress token is for another room", code="wrong_room", field="room_id")
         return Caller(runner.identity, runner.name, DEFAULT_JOIN_PERMISSIONS, token, ingress=runner)
     who = node.tokens.verify(token)
+    if who.is_operator and not await node.keys.is_active(who.subject):
+        raise Unauthorized("the API key of this token was revoked or no longer exists", code="key_revoked")
     if who.is_operator:
         identity = request.query.get("identity") or "whip"
         return Caller(identity[:128], request.query.get("name", identity)[:128], DEFAULT_JOIN_PERMISSIONS, token,
@@ -48,7 +51,7 @@ def resolve(node: Node, request: web.Request, room_id: str, ingress_tokens: dict
         raise Forbidden("this join token is for another room", code="wrong_room", field="room_id")
     if not who.permissions & Permission.ENTER:
         raise Forbidden("this join token lacks the 'enter room' permission (2)", code="permission_denied")
-    return Caller(who.subject, who.name or who.subject, who.permissions, token)
+    return Caller(who.subject, who.name or who.subject, who.permissions, token, admission=who.admission)
 
 
 def check_publish(caller: Caller, kinds: list[str], screen: bool = False) -> None:

@@ -86,7 +86,7 @@ class WebRTCRoutes:
     # ---------------------------------------------------------------- WHIP
     async def whip(self, request: web.Request) -> web.StreamResponse:
         room_id = request.match_info["room_id"]
-        caller = auth.resolve(self.node, request, room_id, self.plugin.ingress_tokens)
+        caller = await auth.resolve(self.node, request, room_id, self.plugin.ingress_tokens)
         room = await self.node.rooms.get(room_id)
         offer = await self._offer(request)
         summary = parse_offer(offer)
@@ -107,7 +107,8 @@ class WebRTCRoutes:
             try:
                 participant = await self.node.rooms.join(room.room_id, caller.identity, kind=ParticipantKind.WHIP,
                                                          name=caller.name, permissions=caller.permissions,
-                                                         edge=session, operator=caller.operator)
+                                                         edge=session, operator=caller.operator,
+                                                         admission=caller.admission)
             except MediagateError:
                 await session.end("join_refused")
                 raise
@@ -121,7 +122,7 @@ class WebRTCRoutes:
     # ---------------------------------------------------------------- WHEP
     async def whep(self, request: web.Request) -> web.StreamResponse:
         room_id = request.match_info["room_id"]
-        caller = auth.resolve(self.node, request, room_id, {})
+        caller = await auth.resolve(self.node, request, room_id, {})
         room = await self.node.rooms.get(room_id)
         source = request.match_info.get("participant_id")
         if source is not None:
