@@ -180,7 +180,8 @@ def _banner(config: Path) -> str:
 def test_operator_token_is_printed_on_the_first_start_only(tmp_path: Path) -> None:
     config = tmp_path / "m.toml"
     config.write_text(f'[node]\ndata_dir = "{tmp_path / "data"}"\n\n[http]\nhost = "0.0.0.0"\nport = 0\n\n'
-                      '[log]\nlevel = "warning"\n', encoding="utf-8")
+                      '[log]\nlevel = "warning"\n\n[plugins.rtmp]\nport = 0\n\n[plugins.sip]\nport = 0\n',
+                      encoding="utf-8")
     first = _banner(config)
     assert "export TOKEN=" in first and "secret_key = " in first
     assert re.search(r"serving on http://127\.0\.0\.1:\d+", first), first

@@ -28,7 +28,9 @@ class Gateway:
         self.url = f"http://127.0.0.1:{port}"
         settings = [f'node.data_dir="{data_dir}"', f"http.port={port}", 'http.host="127.0.0.1"',
                     'node.id="e2e-node"', f'auth.api_keys={{"{ACCESS_KEY}" = "{SECRET_KEY}"}}',
-                    "auth.bootstrap_key=false", 'log.level="info"', *overrides]
+                    "auth.bootstrap_key=false", 'log.level="info"',
+                    # the edges' own listeners on free ports, never a running gateway's 1935 / 5060
+                    "plugins.rtmp.port=0", 'plugins.rtmp.host="127.0.0.1"', "plugins.sip.port=0", *overrides]
         command = [sys.executable, "-m", "gateway", "serve"]
         for setting in settings:
             command += ["--set", setting]

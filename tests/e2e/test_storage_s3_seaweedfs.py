@@ -297,6 +297,11 @@ backoff_max_s = 2
 urls = ["{hook_url}"]
 events = ["egress.*", "upload.*"]
 retry_interval_s = 1
+[plugins.rtmp]
+host = "127.0.0.1"
+port = 0
+[plugins.sip]
+port = 0
 [plugins.storage_s3]
 endpoint = "{weed.endpoint}"
 bucket = "{BUCKET}"
