@@ -27,7 +27,10 @@ def quickstart_script() -> str:
 def server(tmp_path: Path):
     port = free_port()
     env = {"MEDIAGATE_NODE__DATA_DIR": str(tmp_path / "data"), "MEDIAGATE_HTTP__PORT": str(port),
-           "MEDIAGATE_HTTP__HOST": "127.0.0.1"}
+           "MEDIAGATE_HTTP__HOST": "127.0.0.1",
+           # the edges' listeners on free ports: never a running gateway's 1935 / 5060
+           "MEDIAGATE_PLUGINS__RTMP__PORT": "0", "MEDIAGATE_PLUGINS__RTMP__HOST": "127.0.0.1",
+           "MEDIAGATE_PLUGINS__SIP__PORT": "0"}
     proc = ServerProcess(["make", "--no-print-directory", "run"], env).wait_ready()
     yield proc
     proc.stop()
