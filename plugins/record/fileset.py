@@ -84,6 +84,7 @@ class FileSet:
                  on_segment: Callable[[str, HlsSegment, str], None],
                  to_wall: Callable[[Fraction], float],
                  on_empty: Callable[[Path], None] | None = None,
+                 on_error: Callable[[Exception], None] | None = None,
                  keyframe: Callable[[], None] | None = None, now: Callable[[], float] | None = None,
                  max_lag_s: float = 1.0) -> None:
         self.spec = spec
@@ -108,6 +109,7 @@ class FileSet:
         self.on_file, self.on_segment = on_file, on_segment
         self.to_wall = to_wall
         self.on_empty = on_empty
+        self.on_error = on_error
         self.keyframe = keyframe
         self.now = now  # the room clock: the keyframe is asked for when the split point is rendered
         self._keys = list(self.infos)
@@ -155,6 +157,8 @@ class FileSet:
         except Exception as exc:  # keep what was written playable
             self.error = exc
             log.exception("recording failed", who=self.spec.who)
+            if self.on_error is not None:
+                self.on_error(exc)
         finally:
             try:
                 self._close_part(None)

@@ -194,7 +194,7 @@ class RecordRunner:
     def _fileset(self, spec: FileSetSpec, sources: list[Any], keyframe: Any = None) -> FileSet:
         return FileSet(spec, sources, open_file=lambda fmt, i, start: self._open_file(spec, fmt, i, start),
                        open_segment=self._open_segment, on_file=lambda done: self._on_file(spec, done),
-                       on_empty=self._on_empty,
+                       on_empty=self._on_empty, on_error=lambda exc: self._on_error(spec, exc),
                        on_segment=self._on_segment, to_wall=self._to_wall, keyframe=keyframe,
                        now=self.media.bus.clock.now if keyframe is not None else None)
 
@@ -297,6 +297,15 @@ class RecordRunner:
             return
         meta = {"format": "ts", "size": segment.bytes, "duration_s": segment.duration, "segment_of": playlist_key}
         self._handovers.append(asyncio.run_coroutine_threadsafe(self._commit(entry, meta, None), self.loop))
+
+    def _on_error(self, spec: FileSetSpec, exc: Exception) -> None:
+        """A file set stopped writing (disk full, spool refused a new part): say so; the files
+        written so far are kept and handed over."""
+        code = getattr(exc, "code", "recording_failed")
+        message = f"{spec.who}: recording stopped writing ({type(exc).__name__})"  # never a server path
+        self.loop.call_soon_threadsafe(lambda: self.node.events.emit(
+            ev.EGRESS_STATUS, self.room.room_id, egress_id=self.task.task_id, status=self.task.status,
+            error={"code": code, "message": message}, track=spec.who))
 
     def _on_empty(self, path: Path) -> None:
         """A part that got no media (stopped before the first keyframe): not kept."""
