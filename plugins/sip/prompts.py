@@ -81,17 +81,21 @@ class PromptPlayer:
         self._silence = np.zeros((BLOCK_SAMPLES, 2), np.int16)
         self.done = threading.Event()
         self.done.set()
+        # the media thread reads while the loop starts a prompt: without the lock it could see
+        # the cleared event with the old (finished) prompt and end the new one at once
+        self._lock = threading.Lock()
 
     def play(self, blocks: np.ndarray) -> None:
-        self._index = 0
-        self.done.clear()
-        self._blocks = blocks
+        with self._lock:
+            self._blocks, self._index = blocks, 0
+            self.done.clear()
 
     def get_nowait(self) -> tuple[int, np.ndarray]:
-        blocks = self._blocks
-        if blocks is None or self._index >= len(blocks):
-            self.done.set()
-            return 0, self._silence
-        block = blocks[self._index]
-        self._index += 1
+        with self._lock:
+            blocks = self._blocks
+            if blocks is None or self._index >= len(blocks):
+                self.done.set()
+                return 0, self._silence
+            block = blocks[self._index]
+            self._index += 1
         return 0, block
