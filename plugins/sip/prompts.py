@@ -6,8 +6,10 @@ from __future__ import annotations
 import shutil
 import subprocess
 import threading
+import time
 import wave
 from pathlib import Path
+from queue import Empty
 
 import av
 import numpy as np
@@ -81,17 +83,29 @@ class PromptPlayer:
         self._silence = np.zeros((BLOCK_SAMPLES, 2), np.int16)
         self.done = threading.Event()
         self.done.set()
+        # the media thread reads while the loop starts a prompt: without the lock it could see
+        # the cleared event with the old (finished) prompt and end the new one at once
+        self._lock = threading.Lock()
+
+        self._start = time.monotonic()
+        self._served = 0  # blocks handed out since _start: paced at one per 20 ms like a mixer
 
     def play(self, blocks: np.ndarray) -> None:
-        self._index = 0
-        self.done.clear()
-        self._blocks = blocks
+        with self._lock:
+            self._blocks, self._index = blocks, 0
+            self.done.clear()
 
     def get_nowait(self) -> tuple[int, np.ndarray]:
-        blocks = self._blocks
-        if blocks is None or self._index >= len(blocks):
-            self.done.set()
-            return 0, self._silence
-        block = blocks[self._index]
-        self._index += 1
+        """The next block when one is due (raises queue.Empty otherwise, like a MixOutput):
+        the media thread drains outputs after a late tick, which must not fast-forward a prompt."""
+        with self._lock:
+            if self._served >= int((time.monotonic() - self._start) / 0.02) + 1:
+                raise Empty
+            self._served += 1
+            blocks = self._blocks
+            if blocks is None or self._index >= len(blocks):
+                self.done.set()
+                return 0, self._silence
+            block = blocks[self._index]
+            self._index += 1
         return 0, block

@@ -57,7 +57,8 @@ async def test_pin_route_reprompts_then_joins_the_room(node: Any, client: Any, a
 async def test_wrong_pins_are_finally_rejected(node: Any, client: Any, auth: dict[str, str], tmp_path: Any) -> None:
     await client.post("/v1/rooms", json={"room_id": "vault"}, headers=auth)
     await client.post("/v1/sip/routes", headers=auth, json={"match": "7001", "room_id": "vault", "pin": "11"})
-    scenario = dtmf_scenario(tmp_path / "bad.xml", "22#33#", hangup="callee", gap_ms=350)
+    # all digits within ~1.2 s: the rejection (two prompts at least) can only come after them
+    scenario = dtmf_scenario(tmp_path / "bad.xml", "22#33#", hangup="callee", gap_ms=150, first_ms=300)
     with node.events.subscribe() as sub:
         code, sipp = await run_sipp(sipp_args(str(scenario), f"127.0.0.1:{port(node)}", "-s", "7001", "-m", "1",
                                               port=free_port(), media_port=free_port()))
