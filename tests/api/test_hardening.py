@@ -256,7 +256,9 @@ async def test_served_enums_come_from_the_loaded_plugins(make_node: Any, client_
     assert schemas["EgressRequest"]["properties"]["kind"]["enum"] == sorted(node.egress.kinds)
     assert {"fake_out", "record"} <= set(node.egress.kinds)
     assert schemas["StorageOptions"]["properties"]["backend"]["enum"] == sorted(node.storage.backends)
-    assert set(schemas["RecordOptions"]["properties"]["formats"]["items"]["enum"]) == {"fakefmt", "mp4"}
+    declared = {f for kind in node.egress.kinds.values() for f in getattr(kind, "formats", ())}
+    assert set(schemas["RecordOptions"]["properties"]["formats"]["items"]["enum"]) == declared
+    assert {"fakefmt", "mp4", "hls"} <= declared
     templates = schemas["Layout"]["properties"]["template"]["enum"]
     assert "custom" in templates and "grid" in templates and set(templates) == {*node.media.templates.names(),
                                                                                   "custom"}
