@@ -32,7 +32,7 @@ run: $(VENV)/.installed debs-run
 
 test: $(VENV)/.installed debs-test
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 3 --dist loadfile
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
