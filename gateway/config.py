@@ -12,7 +12,8 @@ Any unknown key or bad value is a :class:`ConfigError` that names the key and wh
 set: ``file:line``, the ``MEDIAGATE_*`` variable, or the ``--set`` argument. Every error is
 reported at once, one per line.
 
-Relative paths set in the file (``node.data_dir``, ``files.dir``) are read against the file's
+Relative paths set in the file (``node.data_dir``, ``files.dir``, ``spool.dir`` and every
+``Path`` field of a plugin section, e.g. ``plugins.storage_local.dir``) are read against the file's
 directory, so ``serve``, ``token`` and ``keys`` find the same database whatever the current
 directory; relative paths from the environment or ``--set`` are read against the current one.
 """
@@ -180,6 +181,14 @@ class Config(Section):
     def line_of(self, key: str) -> int | None:
         return _nearest_line(self._lines, key)
 
+    def file_base(self, key: str) -> Path | None:
+        """The directory a relative path at dotted `key` is read against: the config file's
+        directory when the file set that key, else None (environment and --set values stay
+        relative to the current directory, as a shell user expects)."""
+        if self._source is None or key not in self._lines or key in self._origins:
+            return None
+        return Path(self._source).resolve().parent
+
     def error(self, message: str, key: str) -> ConfigError:
         """A ConfigError for `key` naming where it was set: file:line, variable or --set."""
         return _errors([(key, message)], self._lines, self._source, self._origins)
@@ -328,7 +337,7 @@ def set_overrides(items: list[str], *, with_origin: bool = False) -> list[Any]:
     return found
 
 
-_FILE_PATHS = (("node", "data_dir"), ("files", "dir"))
+_FILE_PATHS = (("node", "data_dir"), ("files", "dir"), ("spool", "dir"))
 
 
 def _resolve_file_paths(tree: dict[str, Any], base: Path) -> None:

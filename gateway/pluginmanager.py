@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
+from pathlib import Path
 from typing import Any
 
 import pluggy
@@ -48,6 +49,22 @@ def configure_plugin(name: str, plugin: Any, config: Config) -> None:
         plugin.config = model.model_validate(section)
     except ValidationError as exc:
         raise config.validation_error(exc, ("plugins", name)) from exc
+    _resolve_plugin_paths(name, plugin.config, config)
+
+
+def _resolve_plugin_paths(name: str, settings: BaseModel, config: Config) -> None:
+    """A relative ``Path`` field written in the config file is relative to that file, as
+    ``node.data_dir`` is, not to wherever the node happens to be started from."""
+    for field in type(settings).model_fields:
+        value = getattr(settings, field)
+        base = config.file_base(f"plugins.{name}.{field}")
+        if base is None:
+            continue
+        if isinstance(value, Path) and not value.expanduser().is_absolute():
+            setattr(settings, field, (base / value).resolve())
+        elif isinstance(value, list) and all(isinstance(item, Path) for item in value):
+            setattr(settings, field, [item if item.expanduser().is_absolute()
+                                      else (base / item).resolve() for item in value])
 
 
 class PluginManager(pluggy.PluginManager):

@@ -83,6 +83,27 @@ def test_cli_and_serve_resolve_data_dir_against_the_config_file(tmp_path: Path, 
     assert load_config(config, overrides=['node.data_dir="here"'], environ={}).node.data_dir == Path("here")
 
 
+def test_plugin_paths_in_the_file_are_relative_to_the_file(tmp_path: Path) -> None:
+    from gateway.pluginmanager import PluginManager
+
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    config = etc / "mediagate.toml"
+    config.write_text('[spool]\ndir = "spool"\n[plugins.storage_local]\ndir = "recordings"\n'
+                      '[plugins.play]\nallowed_dirs = ["media", "/srv/media"]\n', encoding="utf-8")
+    loaded = load_config(config, environ={})
+    assert loaded.spool.dir == etc / "spool"
+    manager = PluginManager()
+    manager.load(loaded)
+    assert manager.get_plugin("storage_local").config.dir == etc / "recordings"
+    assert manager.get_plugin("play").config.allowed_dirs == [etc / "media", Path("/srv/media")]
+    # the same key from the environment stays relative to the current directory
+    loaded = load_config(config, environ={"MEDIAGATE_PLUGINS__STORAGE_LOCAL__DIR": "elsewhere"})
+    manager = PluginManager()
+    manager.load(loaded)
+    assert manager.get_plugin("storage_local").config.dir == Path("elsewhere")
+
+
 def test_config_errors_name_their_real_source_and_all_of_them(tmp_path: Path) -> None:
     path = tmp_path / "m.toml"
     path.write_text("[rooms]\nmax_rooms = 1\nmax_partcipants = 4\n\n[media]\nfps = 500\n", encoding="utf-8")
