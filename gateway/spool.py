@@ -181,16 +181,28 @@ class UploadSpool:
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._slots = asyncio.Semaphore(config.concurrency)
         self._recovery: asyncio.Task[None] | None = None
+        self._left: list[SpoolEntry] = []
         self._stopping = False
 
     # ------------------------------------------------------------------ lifecycle
-    async def start(self) -> None:
+    async def start(self, *, resume: bool = True) -> None:
+        """Read the manifests the previous run left, now, before any new recording can start.
+        They are finished and uploaded in the background (a remux can take a while, and the node
+        must start serving) once :meth:`resume` is called: at once unless ``resume=False``, which
+        the node uses to resume after its tasks are restored, so that the events and the file
+        lists of recovered recordings reach observers and the tasks they belong to."""
         self.root.mkdir(parents=True, exist_ok=True)
         self.root.chmod(0o700)
         self._stopping = False
-        # the manifests left by the previous run, read now, before any new recording can start;
-        # finished in the background: a remux can take a while, and the node must start serving
-        self._recovery = asyncio.create_task(self._recover(self._left_over()), name="spool-recover")
+        self._left = self._left_over()
+        if resume:
+            self.resume()
+
+    def resume(self) -> None:
+        """Start finishing and uploading what the previous run left (once per start)."""
+        left, self._left = self._left, []
+        if self._recovery is None or self._recovery.done():
+            self._recovery = asyncio.create_task(self._recover(left), name="spool-recover")
 
     async def stop(self) -> None:
         """Stop uploading; what is not stored yet stays in the spool for the next start."""
@@ -294,7 +306,8 @@ class UploadSpool:
 
     def _event_data(self, entry: SpoolEntry) -> dict[str, Any]:
         return {"egress_id": entry.egress_id, "room_id": entry.room_id, "filename": entry.filename,
-                "key": entry.key, "recovered": entry.recovered, "meta": entry.meta}
+                "key": entry.key, "backend": entry.storage.get("backend") or "local", "recovered": entry.recovered,
+                "meta": entry.meta}
 
     async def _upload(self, entry: SpoolEntry) -> None:
         """Try until stored, a permanent error, or max_attempts; every outcome is an event."""
@@ -378,8 +391,11 @@ class UploadSpool:
                 # when nothing is readable the file still goes up as it is: the spool loses nothing
                 await asyncio.to_thread(remux_mp4, entry.path)
             duration = await asyncio.to_thread(probe_duration, entry.path)
-            entry.meta.update(recovered=True, size=entry.path.stat().st_size,
-                              **({"duration_s": duration} if duration is not None else {}))
+            # the manifest was written when the file was opened: that is when its media starts
+            started = round(entry.meta.get("started_at") or entry.created_at, 3)
+            entry.meta.update(recovered=True, size=entry.path.stat().st_size, started_at=started,
+                              ended_at=round(started + (duration or 0.0), 3),
+                              **({"duration_s": round(duration, 3)} if duration is not None else {}))
             entry.recovered = True
             entry.state = "ready"
             entry.committed_ns = entry.committed_ns or int(entry.created_at * 1e9)
