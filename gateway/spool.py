@@ -177,6 +177,7 @@ class UploadSpool:
         self.config = config
         self.root = (config.dir or node.config.node.data_dir / "spool").resolve()
         self.min_free_bytes = int(config.min_free_mb * 1024 * 1024)
+        self.stop_free_bytes = int(config.stop_free_mb * 1024 * 1024)
         self._queues: dict[str, deque[SpoolEntry]] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._slots = asyncio.Semaphore(config.concurrency)
@@ -221,24 +222,37 @@ class UploadSpool:
         self.root.mkdir(parents=True, exist_ok=True)
         return shutil.disk_usage(self.root).free
 
-    def check_capacity(self, room_id: str | None = None, egress_id: str | None = None) -> None:
-        """Raise InsufficientStorage (507) and say so in an event when the disk is nearly full."""
+    def check_capacity(self, room_id: str | None = None, egress_id: str | None = None, *,
+                       running: bool = False) -> None:
+        """Raise InsufficientStorage (507) and say so in an event when the disk is nearly full:
+        below ``spool.min_free_mb`` for a new recording, below ``spool.stop_free_mb`` for the
+        next file of a running one (which goes on between the two)."""
         free = self.free_bytes()
-        if free < self.min_free_bytes:
+        floor = self.stop_free_bytes if running else self.min_free_bytes
+        if free < floor:
             self.node.events.emit(SPOOL_LOW_DISK, room_id, egress_id=egress_id, free_bytes=free,
-                                  min_free_bytes=self.min_free_bytes, spool_dir=str(self.root))
+                                  min_free_bytes=floor, running=running, spool_dir=str(self.root))
+            if running:
+                raise InsufficientStorage(
+                    f"the recording spool has {free // (1024 * 1024)} MB free, below the "
+                    f"{self.config.stop_free_mb:g} MB (spool.stop_free_mb) a running recording needs", field="record")
             raise InsufficientStorage(
                 f"the recording spool has {free // (1024 * 1024)} MB free, below the {self.config.min_free_mb:g} MB "
                 "minimum (spool.min_free_mb): new recordings are refused until space is freed", field="record")
 
+    def disk_low(self) -> bool:
+        """Running recordings must end: the free disk is below ``spool.stop_free_mb``."""
+        return self.free_bytes() < self.stop_free_bytes
+
     def reserve(self, *, room_id: str, egress_id: str, filename: str, storage: dict[str, Any],
-                meta: dict[str, Any] | None = None) -> SpoolEntry:
-        """A place to write one file of a recording, with its manifest in state ``recording``."""
+                meta: dict[str, Any] | None = None, running: bool = False) -> SpoolEntry:
+        """A place to write one file of a recording, with its manifest in state ``recording``
+        (`running`: the next file of a recording already under way, see check_capacity)."""
         backend = self.node.storage.get(storage.get("backend") or "local")
         backend.validate(storage)
         _check_filename(filename)
         _check_filename(egress_id)
-        self.check_capacity(room_id, egress_id)
+        self.check_capacity(room_id, egress_id, running=running)
         path = self.root / egress_id / filename
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         entry = SpoolEntry(egress_id=egress_id, room_id=room_id, filename=filename, path=path,
