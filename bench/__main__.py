@@ -9,7 +9,9 @@ BENCHMARKS = ["bench.bench_mixer", "bench.bench_composite", "bench.bench_capacit
               "bench.bench_store_writes", "bench.bench_rtmp", "bench.bench_record", "bench.bench_webrtc"]
 
 if __name__ == "__main__":
-    chosen = [f"bench.{name}" if not name.startswith("bench.") else name for name in sys.argv[1:]] or BENCHMARKS
+    # `python -m bench record` runs bench.bench_record (the full module name works too)
+    chosen = [name if name.startswith("bench.") else f"bench.{name if name.startswith('bench_') else 'bench_' + name}"
+              for name in sys.argv[1:]] or BENCHMARKS
     for name in chosen:
         print(f"\n=== {name} ===", flush=True)
         saved = sys.argv

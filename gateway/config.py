@@ -121,6 +121,8 @@ class SpoolConfig(Section):
 
     dir: Path | None = Field(None, description="Spool directory; empty is data_dir/spool.")
     min_free_mb: float = Field(256, ge=0, description="Refuse new recordings (507) below this much free disk.")
+    stop_free_mb: float = Field(64, ge=0, description="End running recordings (failed, reason disk_full; their "
+                                "files kept and uploaded) below this much free disk.")
     max_attempts: int = Field(20, ge=1, description="Upload attempts per file before it is marked failed.")
     backoff_initial_s: float = Field(1, gt=0, description="First retry delay; doubles on each failure.")
     backoff_max_s: float = Field(30, gt=0, description="Longest retry delay.")

@@ -27,7 +27,7 @@ URL_PATTERN = r"^(rtmp|rtmps|srt|http|https)://"  # the schemes _urls accepts, s
 
 # why a task ended -> TRTC's 302 RECORDER_STOP LeaveCode (-1: none fits)
 LEAVE_CODES = {"api": 0, "room_closed": 2, "node_shutdown": 4, "node_restart": 4, "idle_timeout": 99,
-               "failed": 3, "publisher_left": 99, "room_timeout": 100}
+               "failed": 3, "disk_full": 3, "publisher_left": 99, "room_timeout": 100}
 
 
 class Strict(BaseModel):
@@ -201,4 +201,6 @@ class EgressService(TaskService):
         return task
 
     def final_status(self, reason: str) -> str:
+        if reason == "disk_full":
+            return "failed"  # a recording the node could not go on writing
         return "aborted" if reason == "room_closed" else "complete"

@@ -105,7 +105,7 @@ class Node:
             self.bootstrap_credentials = await self.keys.create("bootstrap")
             self._write_bootstrap_file(*self.bootstrap_credentials)
         self.storage.collect(self)
-        await self.spool.start()
+        await self.spool.start(resume=False)
         self.media.collect_templates()
         self.egress.collect_kinds()
         self.ingress.collect_kinds()
@@ -120,6 +120,7 @@ class Node:
         await _maybe_await(self.pm.hook.mediagate_startup(node=self))
         await self.egress.restore()  # after startup, so observers see the node_restart events
         await self.ingress.restore()
+        self.spool.resume()  # a crash's left-overs: after the restore, so their tasks can list them
         self.ready = True
         self.started_at = time.time()
         log.info("node started", node_id=self.node_id, plugins=self.pm.plugin_names(), store=_safe_url(self.store.url))

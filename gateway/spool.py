@@ -177,20 +177,33 @@ class UploadSpool:
         self.config = config
         self.root = (config.dir or node.config.node.data_dir / "spool").resolve()
         self.min_free_bytes = int(config.min_free_mb * 1024 * 1024)
+        self.stop_free_bytes = int(config.stop_free_mb * 1024 * 1024)
         self._queues: dict[str, deque[SpoolEntry]] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._slots = asyncio.Semaphore(config.concurrency)
         self._recovery: asyncio.Task[None] | None = None
+        self._left: list[SpoolEntry] = []
         self._stopping = False
 
     # ------------------------------------------------------------------ lifecycle
-    async def start(self) -> None:
+    async def start(self, *, resume: bool = True) -> None:
+        """Read the manifests the previous run left, now, before any new recording can start.
+        They are finished and uploaded in the background (a remux can take a while, and the node
+        must start serving) once :meth:`resume` is called: at once unless ``resume=False``, which
+        the node uses to resume after its tasks are restored, so that the events and the file
+        lists of recovered recordings reach observers and the tasks they belong to."""
         self.root.mkdir(parents=True, exist_ok=True)
         self.root.chmod(0o700)
         self._stopping = False
-        # the manifests left by the previous run, read now, before any new recording can start;
-        # finished in the background: a remux can take a while, and the node must start serving
-        self._recovery = asyncio.create_task(self._recover(self._left_over()), name="spool-recover")
+        self._left = self._left_over()
+        if resume:
+            self.resume()
+
+    def resume(self) -> None:
+        """Start finishing and uploading what the previous run left (once per start)."""
+        left, self._left = self._left, []
+        if self._recovery is None or self._recovery.done():
+            self._recovery = asyncio.create_task(self._recover(left), name="spool-recover")
 
     async def stop(self) -> None:
         """Stop uploading; what is not stored yet stays in the spool for the next start."""
@@ -209,24 +222,37 @@ class UploadSpool:
         self.root.mkdir(parents=True, exist_ok=True)
         return shutil.disk_usage(self.root).free
 
-    def check_capacity(self, room_id: str | None = None, egress_id: str | None = None) -> None:
-        """Raise InsufficientStorage (507) and say so in an event when the disk is nearly full."""
+    def check_capacity(self, room_id: str | None = None, egress_id: str | None = None, *,
+                       running: bool = False) -> None:
+        """Raise InsufficientStorage (507) and say so in an event when the disk is nearly full:
+        below ``spool.min_free_mb`` for a new recording, below ``spool.stop_free_mb`` for the
+        next file of a running one (which goes on between the two)."""
         free = self.free_bytes()
-        if free < self.min_free_bytes:
+        floor = self.stop_free_bytes if running else self.min_free_bytes
+        if free < floor:
             self.node.events.emit(SPOOL_LOW_DISK, room_id, egress_id=egress_id, free_bytes=free,
-                                  min_free_bytes=self.min_free_bytes, spool_dir=str(self.root))
+                                  min_free_bytes=floor, running=running, spool_dir=str(self.root))
+            if running:
+                raise InsufficientStorage(
+                    f"the recording spool has {free // (1024 * 1024)} MB free, below the "
+                    f"{self.config.stop_free_mb:g} MB (spool.stop_free_mb) a running recording needs", field="record")
             raise InsufficientStorage(
                 f"the recording spool has {free // (1024 * 1024)} MB free, below the {self.config.min_free_mb:g} MB "
                 "minimum (spool.min_free_mb): new recordings are refused until space is freed", field="record")
 
+    def disk_low(self) -> bool:
+        """Running recordings must end: the free disk is below ``spool.stop_free_mb``."""
+        return self.free_bytes() < self.stop_free_bytes
+
     def reserve(self, *, room_id: str, egress_id: str, filename: str, storage: dict[str, Any],
-                meta: dict[str, Any] | None = None) -> SpoolEntry:
-        """A place to write one file of a recording, with its manifest in state ``recording``."""
+                meta: dict[str, Any] | None = None, running: bool = False) -> SpoolEntry:
+        """A place to write one file of a recording, with its manifest in state ``recording``
+        (`running`: the next file of a recording already under way, see check_capacity)."""
         backend = self.node.storage.get(storage.get("backend") or "local")
         backend.validate(storage)
         _check_filename(filename)
         _check_filename(egress_id)
-        self.check_capacity(room_id, egress_id)
+        self.check_capacity(room_id, egress_id, running=running)
         path = self.root / egress_id / filename
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         entry = SpoolEntry(egress_id=egress_id, room_id=room_id, filename=filename, path=path,
@@ -294,7 +320,8 @@ class UploadSpool:
 
     def _event_data(self, entry: SpoolEntry) -> dict[str, Any]:
         return {"egress_id": entry.egress_id, "room_id": entry.room_id, "filename": entry.filename,
-                "key": entry.key, "recovered": entry.recovered, "meta": entry.meta}
+                "key": entry.key, "backend": entry.storage.get("backend") or "local", "recovered": entry.recovered,
+                "meta": entry.meta}
 
     async def _upload(self, entry: SpoolEntry) -> None:
         """Try until stored, a permanent error, or max_attempts; every outcome is an event."""
@@ -378,8 +405,11 @@ class UploadSpool:
                 # when nothing is readable the file still goes up as it is: the spool loses nothing
                 await asyncio.to_thread(remux_mp4, entry.path)
             duration = await asyncio.to_thread(probe_duration, entry.path)
-            entry.meta.update(recovered=True, size=entry.path.stat().st_size,
-                              **({"duration_s": duration} if duration is not None else {}))
+            # the manifest was written when the file was opened: that is when its media starts
+            started = round(entry.meta.get("started_at") or entry.created_at, 3)
+            entry.meta.update(recovered=True, size=entry.path.stat().st_size, started_at=started,
+                              ended_at=round(started + (duration or 0.0), 3),
+                              **({"duration_s": round(duration, 3)} if duration is not None else {}))
             entry.recovered = True
             entry.state = "ready"
             entry.committed_ns = entry.committed_ns or int(entry.created_at * 1e9)

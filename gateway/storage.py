@@ -12,8 +12,11 @@ plugin's config section. A backend that calls a blocking SDK runs it with ``asyn
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from urllib.parse import urlsplit
 
 from gateway.errors import ValidationFailed
 
@@ -30,6 +33,62 @@ class UploadError(Exception):
         self.message = message
         self.code = code
         self.retry = retry
+
+
+T = TypeVar("T")
+SETTING_KEYS = ("endpoint", "region", "bucket", "access_key", "secret_key")
+
+
+def merge_settings(config: Any, options: dict[str, Any], keys: tuple[str, ...] = SETTING_KEYS) -> dict[str, Any]:
+    """A backend's settings for one request: the request's ``record.storage`` fields over the
+    plugin config's, field by field (an empty or missing request field falls back to the
+    config), so an operator can keep credentials in the config and requests name a bucket."""
+    merged = {k: getattr(config, k) for k in keys}
+    merged.update({k: v for k, v in options.items() if k in merged and v})
+    return merged
+
+
+def url_problem(url: str) -> str | None:
+    """Why `url` is not an ``http(s)://host[:port]`` base (no path, query or fragment), or None."""
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # raises on a bad port
+    except ValueError as exc:
+        return str(exc)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "must be an http:// or https:// URL with a host"
+    if parts.query or parts.fragment or parts.path not in ("", "/"):
+        return "must be scheme://host[:port] without a path"
+    return None
+
+
+def upload_error(exc: BaseException,
+                 translate: Callable[[BaseException], UploadError | None] | None = None) -> UploadError:
+    """An SDK's failure as an UploadError: the first exception along the cause chain that
+    `translate` recognises gives the server's own code and message (SDKs wrap them in their
+    transfer layers); anything else is reported by its type and text, and retried."""
+    if isinstance(exc, UploadError):
+        return exc
+    cause: BaseException | None = exc
+    seen: set[int] = set()
+    while translate is not None and cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if (known := translate(cause)) is not None:
+            return known
+        cause = cause.__cause__ or cause.__context__
+    return UploadError(str(exc) or type(exc).__name__, code=type(exc).__name__)
+
+
+async def run_upload(fn: Callable[..., T], *args: Any,
+                     translate: Callable[[BaseException], UploadError | None] | None = None) -> T:
+    """Run a blocking SDK upload on a worker thread; its failure comes out as an UploadError
+    (see :func:`upload_error`), which the spool reports and retries."""
+    try:
+        return await asyncio.to_thread(fn, *args)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        raise upload_error(exc, translate) from exc
 
 
 def join_key(prefix: str | None, name: str) -> str:

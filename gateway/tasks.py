@@ -214,7 +214,9 @@ class TaskService:
         """Extra fields of the ended event when a task is stopped (a kind's final report)."""
         return {}
 
-    async def stop(self, task_id: str, reason: str = "api") -> Task:
+    async def stop(self, task_id: str, reason: str = "api", error: dict[str, Any] | None = None) -> Task:
+        """Stop the runner and end the task with its report; `error` says why when a runner
+        ends its own task for a fault (the files so far are still reported)."""
         task = self.get(task_id)
         if not task.active:
             return task
@@ -222,7 +224,7 @@ class TaskService:
             await self.book.set_status(task, self.ending_status)
         try:
             task.result.update(await task.runner.stop())
-            await self.book.set_status(task, self.final_status(reason), ended=True, reason=reason,
+            await self.book.set_status(task, self.final_status(reason), ended=True, reason=reason, error=error,
                                        **self.ended_data(task, reason))
         except Exception as exc:
             log.exception(f"{self.noun} failed while stopping", task_id=task_id)

@@ -11,10 +11,8 @@ formats), :mod:`.sources` (packets in), :mod:`.naming` (file names), :mod:`.spoo
 from __future__ import annotations
 
 import asyncio
-import secrets
-import time
 from pathlib import Path
-from typing import TYPE_CHECKING, get_args
+from typing import TYPE_CHECKING, Any, get_args
 
 import structlog
 from aiohttp import web
@@ -123,23 +121,41 @@ class RecordPlugin:
 
     async def _upload_event(self, event: Event, node: Node) -> None:
         """Keep the file records true: URL and upload state, also for files a crash left
-        behind and the spool recovered after a restart."""
+        behind and the spool recovered after a restart (listed by the API and in the file
+        list of the task they belong to, which the restart ended)."""
         data, failed = event.data, event.event == ev.UPLOAD_FAILED
-        runner = self.runners.get(str(data.get("egress_id")))
+        egress_id = str(data.get("egress_id", ""))
+        runner = self.runners.get(egress_id)
         try:
             if runner is not None:
                 runner.upload_event(data, failed)
+            info = None
             if not await recordings.update_upload(node, data, failed) and data.get("recovered"):
-                # a crash interrupted this recording; the spool finalized and uploaded it
-                filename = str(data.get("filename", ""))
-                now = time.time()
-                await recordings.insert(node, {
-                    "recording_id": f"RC_{secrets.token_hex(8)}", "egress_id": str(data.get("egress_id", "")),
-                    "room_id": event.room_id or str(data.get("room_id", "")), "filename": filename,
-                    "name": filename.rsplit("/", 1)[-1], "format": filename.rsplit(".", 1)[-1],
-                    "size": int(data.get("size") or 0), "duration_s": float(data.get("duration_s") or 0),
-                    "started_at": float(data.get("started_at") or now), "ended_at": float(data.get("ended_at") or now),
-                    "backend": str(data.get("backend", "")), "url": data.get("url"),
-                    "upload": "failed" if failed else "done", "recovered": True})
+                info = recordings.recovered_file(data, failed)
+                await recordings.insert(node, {**info, "egress_id": egress_id,
+                                               "room_id": event.room_id or str(data.get("room_id", ""))})
+            if runner is None:
+                await self._update_ended_task(node, egress_id, data, failed, info)
         except Exception:
-            log.exception("recording upload state not saved", egress_id=data.get("egress_id"))
+            log.exception("recording upload state not saved", egress_id=egress_id)
+
+    @staticmethod
+    async def _update_ended_task(node: Node, egress_id: str, data: dict[str, Any], failed: bool,
+                                 new: dict[str, Any] | None) -> None:
+        """A task of a past process (ended by the restart): its stored file list follows the
+        uploads the spool finishes for it."""
+        task = node.egress.book.tasks.get(egress_id)
+        if task is None or task.active or task.kind != "egress":
+            return
+        files: list[dict[str, Any]] = list(task.result.get("files") or [])
+        known = next((f for f in files if f.get("filename") == data.get("filename")), None)
+        if known is not None:
+            known.update(upload="failed" if failed else "done", **({} if failed else {
+                "url": data.get("url"), "key": data.get("key", known.get("key"))}))
+        elif new is not None:
+            files.append(new)
+        else:
+            return
+        task.result["files"] = files
+        await node.store.update_task(egress_id, {"result": {**task.result, "error": task.error,
+                                                            "history": task.history}})

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import math
 import mimetypes
+import secrets
+import time
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -38,6 +40,25 @@ def _row(info: dict[str, Any]) -> dict[str, Any]:
 def _public(row: dict[str, Any]) -> dict[str, Any]:
     meta = row.pop("meta", None) or {}
     return {**row, **meta}
+
+
+def recovered_file(data: dict[str, Any], failed: bool) -> dict[str, Any]:
+    """The file record of a recording a crash interrupted, from the spool's upload event (its
+    ``meta`` holds what the spool measured when it finalized the file)."""
+    meta = data.get("meta") or {}
+    filename, key = str(data.get("filename", "")), str(data.get("key") or data.get("filename", ""))
+    name = filename.rsplit("/", 1)[-1]
+    now = time.time()
+    started = float(meta.get("started_at") or now)
+    duration = float(meta.get("duration_s") or 0.0)
+    return {"recording_id": f"RC_{secrets.token_hex(8)}", "filename": filename, "name": name,
+            "format": str(meta.get("format") or name.rsplit(".", 1)[-1]), "size": int(data.get("size") or 0),
+            "duration_s": round(duration, 3), "started_at": round(started, 3),
+            "ended_at": round(float(meta.get("ended_at") or started + duration), 3),
+            "participant_id": meta.get("participant_id"), "backend": str(data.get("backend") or "local"),
+            "storage_prefix": key[: -len(filename)].strip("/") if filename and key.endswith(filename) else "",
+            "url": None if failed else data.get("url"), "key": key, "upload": "failed" if failed else "done",
+            "recovered": True}
 
 
 async def insert(node: Node, info: dict[str, Any]) -> None:

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import errno
+import os
 import time
 from dataclasses import dataclass
 from fractions import Fraction
@@ -97,6 +99,7 @@ class RecordRunner:
         self._unlisten: Any = None
         self._idle_task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._disk_full = False
         self._lock = asyncio.Lock()
 
     @property
@@ -277,7 +280,7 @@ class RecordRunner:
                        who=spec.who, started_at=self._to_wall(start), index=index, fmt=fmt)
         entry = self._on_loop(lambda: self.spool.reserve(
             room_id=self.room.room_id, egress_id=self.task.task_id, filename=key, storage=self.storage,
-            meta={"format": fmt, "participant_id": spec.participant_id}))
+            meta={"format": fmt, "participant_id": spec.participant_id}, running=True))
         path = Path(entry.path)
         self._entries[str(path)] = entry
         return path, key
@@ -286,7 +289,7 @@ class RecordRunner:
         key = playlist_key.rsplit(".", 1)[0] + f"_{n:05d}.ts"
         entry = self._on_loop(lambda: self.spool.reserve(
             room_id=self.room.room_id, egress_id=self.task.task_id, filename=key, storage=self.storage,
-            meta={"format": "ts", "segment_of": playlist_key}))
+            meta={"format": "ts", "segment_of": playlist_key}, running=True))
         path = Path(entry.path)
         self._entries[str(path)] = entry
         return path, key, key.rsplit("/", 1)[-1]
@@ -299,8 +302,12 @@ class RecordRunner:
         self._handovers.append(asyncio.run_coroutine_threadsafe(self._commit(entry, meta, None), self.loop))
 
     def _on_error(self, spec: FileSetSpec, exc: Exception) -> None:
-        """A file set stopped writing (disk full, spool refused a new part): say so; the files
-        written so far are kept and handed over."""
+        """A file set stopped writing: say so; the files written so far are kept and handed
+        over. Out of disk (the write failed, or the spool refused the next part) the whole
+        task ends: every file set shares that disk."""
+        if _disk_full(exc):
+            self.loop.call_soon_threadsafe(self._end_disk_full, f"{spec.who}: {_disk_message(exc)}")
+            return
         code = getattr(exc, "code", "recording_failed")
         message = f"{spec.who}: recording stopped writing ({type(exc).__name__})"  # never a server path
         self.loop.call_soon_threadsafe(lambda: self.node.events.emit(
@@ -367,12 +374,30 @@ class RecordRunner:
         if future is not None and not future.done():
             future.set_result(data)
 
+    def _end_disk_full(self, message: str) -> None:
+        """End the task as failed (reason ``disk_full``): its files are closed, kept and uploaded,
+        which frees the spool."""
+        if self._stopping or self._disk_full:
+            return
+        self._disk_full = True
+        log.warning("recording ended: the disk is full", egress_id=self.task.task_id, detail=message)
+        self.loop.create_task(self.node.egress.stop(self.task.task_id, "disk_full", error={
+            "code": "insufficient_storage", "message": f"the recording ended: the disk is full ({message})"}))
+
     # ---------------------------------------------------------------- idle, update, stop
     async def _watch_idle(self) -> None:
-        """MaxIdleTime: stop once nobody has published for max_idle_s."""
+        """MaxIdleTime: stop once nobody has published for max_idle_s. And once a second the
+        disk: below spool.stop_free_mb the recording ends before a write fails."""
         idle_since: float | None = None
+        disk_low = getattr(self.spool, "disk_low", None)
+        next_disk_check = 0.0
         while not self._stopping:
             await asyncio.sleep(0.25)
+            if disk_low is not None and time.monotonic() >= next_disk_check:
+                next_disk_check = time.monotonic() + 1.0
+                if disk_low():
+                    self._end_disk_full("below spool.stop_free_mb free")
+                    return
             if self.media.bus.tracks():
                 idle_since = None
                 continue
@@ -432,3 +457,16 @@ class RecordRunner:
         if not self.files:
             log.warning("recording stopped before any media arrived", egress_id=self.task.task_id)
         return {"files": self.files, "started_at": self.started_at, "stopped_at": time.time()}
+
+
+def _disk_full(exc: BaseException) -> bool:
+    """Out of disk: a write that failed for space, or the spool refusing the next part."""
+    if getattr(exc, "code", None) == "insufficient_storage":
+        return True
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def _disk_message(exc: BaseException) -> str:
+    if isinstance(exc, OSError):
+        return os.strerror(exc.errno or errno.ENOSPC)  # never the server path in the message
+    return str(getattr(exc, "message", "") or exc)

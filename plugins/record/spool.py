@@ -31,7 +31,7 @@ class SpoolEntry(Protocol):
 
 class Spool(Protocol):
     def reserve(self, *, room_id: str, egress_id: str, filename: str, storage: dict[str, Any],
-                meta: dict[str, Any]) -> SpoolEntry: ...
+                meta: dict[str, Any], running: bool = False) -> SpoolEntry: ...
 
     async def commit(self, entry: Any, meta: dict[str, Any]) -> Any: ...
 
@@ -64,7 +64,7 @@ class LocalSpool:
         self.node = node
 
     def reserve(self, *, room_id: str, egress_id: str, filename: str, storage: dict[str, Any],
-                meta: dict[str, Any]) -> LocalEntry:
+                meta: dict[str, Any], running: bool = False) -> LocalEntry:
         backend = self.node.storage.get(storage.get("backend", "local"))
         local = backend.local_dir(storage)
         root = Path(local) if local is not None else self.node.config.node.data_dir / "spool"

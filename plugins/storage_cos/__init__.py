@@ -11,7 +11,6 @@ bucket's usual host name (private deployments, tests).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import threading
@@ -23,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.errors import ValidationFailed
 from gateway.hookspecs import hookimpl
-from gateway.storage import UploadError, check_prefix
+from gateway.storage import UploadError, check_prefix, merge_settings, run_upload, url_problem
 
 if TYPE_CHECKING:
     from gateway.node import Node
@@ -60,9 +59,7 @@ class CosStorage:
         self._lock = threading.Lock()
 
     def settings(self, options: dict[str, Any]) -> dict[str, Any]:
-        merged = {k: getattr(self.config, k) for k in ("endpoint", "region", "bucket", "access_key", "secret_key")}
-        merged.update({k: v for k, v in options.items() if k in merged and v})
-        return merged
+        return merge_settings(self.config, options)
 
     def validate(self, options: dict[str, Any]) -> None:
         check_prefix(options)
@@ -77,15 +74,7 @@ class CosStorage:
                                    field=f"{FIELD}.region")
         endpoint = s["endpoint"]
         if endpoint:
-            if "://" in endpoint:
-                try:
-                    parts = urlsplit(endpoint)
-                    ok = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.path in ("", "/")
-                    _ = parts.port
-                except ValueError:
-                    ok = False
-            else:
-                ok = bool(HOST_RE.match(endpoint))
+            ok = url_problem(endpoint) is None if "://" in endpoint else bool(HOST_RE.match(endpoint))
             if not ok:
                 raise ValidationFailed(f"bad endpoint {endpoint!r}: a host name or http(s)://host:port",
                                        field=f"{FIELD}.endpoint")
@@ -132,14 +121,12 @@ class CosStorage:
     async def put(self, path: Path, key: str, options: dict[str, Any]) -> dict[str, Any]:
         s = self.settings(options)
         size = path.stat().st_size
-        try:
-            await asyncio.to_thread(self._upload, path, key, s)
-        except Exception as exc:
-            raise upload_error(exc) from exc
+        await run_upload(self._upload, path, key, s, translate=_cos_error)
         return {"backend": self.name, "bucket": s["bucket"], "key": key, "size": size, "url": self.url_for(s, key)}
 
 
-def upload_error(exc: BaseException) -> UploadError:
+def _cos_error(exc: BaseException) -> UploadError | None:
+    """COS's code and message (or the SDK's own failure), None for anything else."""
     from qcloud_cos.cos_exception import CosClientError, CosServiceError
 
     if isinstance(exc, CosServiceError):
@@ -147,7 +134,7 @@ def upload_error(exc: BaseException) -> UploadError:
         return UploadError(str(exc.get_error_msg() or code), code=code, retry=code not in PERMANENT)
     if isinstance(exc, CosClientError):
         return UploadError(str(exc), code="cos_client_error")
-    return UploadError(str(exc) or type(exc).__name__, code=type(exc).__name__)
+    return None
 
 
 class CosStoragePlugin:

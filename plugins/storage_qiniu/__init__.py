@@ -10,19 +10,18 @@ domain bound to the bucket: set ``domain`` (config) so reported URLs point at it
 
 from __future__ import annotations
 
-import asyncio
 import json
 import mimetypes
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.errors import ValidationFailed
 from gateway.hookspecs import hookimpl
-from gateway.storage import UploadError, check_prefix
+from gateway.storage import UploadError, check_prefix, merge_settings, run_upload, url_problem
 
 if TYPE_CHECKING:
     from gateway.node import Node
@@ -52,9 +51,7 @@ class QiniuStorage:
         self.config = config
 
     def settings(self, options: dict[str, Any]) -> dict[str, Any]:
-        merged = {k: getattr(self.config, k) for k in ("endpoint", "region", "bucket", "access_key", "secret_key")}
-        merged.update({k: v for k, v in options.items() if k in merged and v})
-        return merged
+        return merge_settings(self.config, options)
 
     def validate(self, options: dict[str, Any]) -> None:
         check_prefix(options)
@@ -63,15 +60,8 @@ class QiniuStorage:
             raise ValidationFailed("a qiniu recording needs a bucket", field=f"{FIELD}.bucket")
         if not BUCKET_RE.match(s["bucket"]):
             raise ValidationFailed(f"bad Kodo bucket name {s['bucket']!r}", field=f"{FIELD}.bucket")
-        if s["endpoint"]:
-            try:
-                parts = urlsplit(s["endpoint"])
-                ok = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.path in ("", "/")
-                _ = parts.port
-            except ValueError:
-                ok = False
-            if not ok:
-                raise ValidationFailed(f"bad endpoint {s['endpoint']!r}: the upload host as http(s)://host[:port]",
+        if s["endpoint"] and url_problem(s["endpoint"]) is not None:
+            raise ValidationFailed(f"bad endpoint {s['endpoint']!r}: the upload host as http(s)://host[:port]",
                                        field=f"{FIELD}.endpoint")
         if not s["access_key"] or not s["secret_key"]:
             missing = "access_key" if not s["access_key"] else "secret_key"
@@ -107,10 +97,7 @@ class QiniuStorage:
     async def put(self, path: Path, key: str, options: dict[str, Any]) -> dict[str, Any]:
         s = self.settings(options)
         size = path.stat().st_size
-        try:
-            ret, info = await asyncio.to_thread(self._upload, path, key, s)
-        except Exception as exc:
-            raise UploadError(str(exc) or type(exc).__name__, code=type(exc).__name__) from exc
+        ret, info = await run_upload(self._upload, path, key, s)  # the SDK answers errors in `info`
         status = getattr(info, "status_code", -1)
         if ret is None or status != 200:
             message = _server_message(info)

@@ -8,7 +8,6 @@ can keep the credentials in the config and let requests name only a bucket or a 
 
 from __future__ import annotations
 
-import asyncio
 import mimetypes
 import re
 import threading
@@ -20,7 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.errors import ValidationFailed
 from gateway.hookspecs import hookimpl
-from gateway.storage import UploadError, check_prefix
+from gateway.storage import UploadError, check_prefix, merge_settings, run_upload, url_problem
+from gateway.storage import upload_error as storage_upload_error
 
 if TYPE_CHECKING:
     from gateway.node import Node
@@ -48,19 +48,6 @@ class S3Config(BaseModel):
     public_url: str = Field("", description="base of the URLs reported for stored objects; empty = endpoint/bucket")
 
 
-def _endpoint_error(endpoint: str) -> str | None:
-    try:
-        parts = urlsplit(endpoint)
-        _ = parts.port  # raises on a bad port
-    except ValueError as exc:
-        return str(exc)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return "must be an http:// or https:// URL with a host"
-    if parts.query or parts.fragment or parts.path not in ("", "/"):
-        return "must be scheme://host[:port] without a path"
-    return None
-
-
 class S3Storage:
     name = "s3"
 
@@ -70,10 +57,7 @@ class S3Storage:
         self._lock = threading.Lock()
 
     def settings(self, options: dict[str, Any]) -> dict[str, Any]:
-        """The request's fields over the config's, field by field."""
-        merged = {k: getattr(self.config, k) for k in ("endpoint", "region", "bucket", "access_key", "secret_key")}
-        merged.update({k: v for k, v in options.items() if k in merged and v})
-        return merged
+        return merge_settings(self.config, options)
 
     def validate(self, options: dict[str, Any]) -> None:
         check_prefix(options)
@@ -84,7 +68,7 @@ class S3Storage:
         if not BUCKET_RE.match(settings["bucket"]):
             raise ValidationFailed(f"bad bucket name {settings['bucket']!r}: 3-63 lowercase letters, digits, "
                                    "dots and hyphens", field=f"{FIELD}.bucket")
-        if settings["endpoint"] and (problem := _endpoint_error(settings["endpoint"])):
+        if settings["endpoint"] and (problem := url_problem(settings["endpoint"])):
             raise ValidationFailed(f"bad endpoint {settings['endpoint']!r}: {problem}", field=f"{FIELD}.endpoint")
         if bool(settings["access_key"]) != bool(settings["secret_key"]):
             missing = "secret_key" if settings["access_key"] else "access_key"
@@ -142,29 +126,27 @@ class S3Storage:
     async def put(self, path: Path, key: str, options: dict[str, Any]) -> dict[str, Any]:
         settings = self.settings(options)
         size = path.stat().st_size
-        try:
-            await asyncio.to_thread(self._upload, path, key, settings)
-        except Exception as exc:
-            raise upload_error(exc) from exc
+        await run_upload(self._upload, path, key, settings, translate=_s3_error)
         return {"backend": self.name, "bucket": settings["bucket"], "key": key, "size": size,
                 "url": self.url_for(settings, key)}
 
 
-def upload_error(exc: BaseException) -> UploadError:
-    """The S3 server's code and message, from boto3's wrapped exceptions."""
+def _s3_error(exc: BaseException) -> UploadError | None:
+    """The S3 server's code and message (or boto's own failure), None for anything else."""
     from botocore.exceptions import BotoCoreError, ClientError
 
-    cause: BaseException | None = exc
-    while cause is not None and not isinstance(cause, ClientError | BotoCoreError):
-        cause = cause.__cause__ or cause.__context__
-    if isinstance(cause, ClientError):
-        error = cause.response.get("Error", {})
-        code = str(error.get("Code") or cause.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or "s3_error")
-        message = str(error.get("Message") or cause)
-        return UploadError(message, code=code, retry=code not in PERMANENT)
-    if isinstance(cause, BotoCoreError):
-        return UploadError(str(cause), code=type(cause).__name__)
-    return UploadError(str(exc) or type(exc).__name__, code=type(exc).__name__)
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        code = str(error.get("Code") or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or "s3_error")
+        return UploadError(str(error.get("Message") or exc), code=code, retry=code not in PERMANENT)
+    if isinstance(exc, BotoCoreError):
+        return UploadError(str(exc), code=type(exc).__name__)
+    return None
+
+
+def upload_error(exc: BaseException) -> UploadError:
+    """The S3 server's code and message, from boto3's wrapped exceptions."""
+    return storage_upload_error(exc, _s3_error)
 
 
 class S3StoragePlugin:
