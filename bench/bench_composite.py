@@ -238,6 +238,7 @@ def run_mediagate(paths: list[Path], seconds: float, warmup: float = 3.0, encode
     expected = wall * CANVAS.fps
     cpu = (cpu1 - cpu0) / wall
     normalised = cpu
+    per_stage: dict[str, float] = {}
     if stages0 and stages1:
         per_stage = {k: (stages1[k] - stages0[k]) / wall for k in STAGES}
         done = {"decode": delta["decoded"] / max(1.0, expected * len(paths)),
@@ -246,7 +247,9 @@ def run_mediagate(paths: list[Path], seconds: float, warmup: float = 3.0, encode
                 "feed": delta["packets_in"] / max(1.0, expected * len(paths)), "drain": 1.0}
         rest = cpu - sum(per_stage.values())  # the main thread, library threads
         normalised = rest + sum(v / min(1.0, max(done[k], 0.05)) for k, v in per_stage.items())
-    return {"cpu_per_s": cpu, "normalised": normalised, "wall": wall, **delta, "expected": round(expected)}
+        per_stage["other"] = rest
+    return {"cpu_per_s": cpu, "normalised": normalised, "wall": wall, **delta, "expected": round(expected),
+            "stages": per_stage}
 
 
 def decoder_cost(paths: list[Path], frames: int = 300) -> dict[str, tuple[float, float]]:
@@ -401,6 +404,9 @@ def main() -> None:
                   f"encoded {ours['encoded']}, encoder drops {ours['enc_dropped']}, "
                   f"decoded {ours['decoded']}/{ours['packets_in']} packets, load {os.getloadavg()[0]:.1f}",
                   flush=True)
+            if ours["stages"]:
+                print("          CPU-s/s by stage: " + ", ".join(f"{k} {v:.3f}" for k, v in ours["stages"].items()),
+                      flush=True)
         if len(ratios) > 1:
             print(f"{count} inputs: ratio range {min(ratios):.2f}-{max(ratios):.2f} over {len(ratios)} runs")
         if args.lockstep:

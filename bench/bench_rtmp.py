@@ -73,6 +73,20 @@ def proc_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def thread_cpu() -> dict[str, float]:
+    """CPU seconds so far per Python thread name (numbers stripped: one row per kind), Linux."""
+    found: dict[str, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for thread in threading.enumerate():
+        try:
+            fields = Path(f"/proc/self/task/{thread.native_id}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        name = thread.name.split("-EG_")[0].split("-TR_")[0].split(" (")[0]
+        found[name] = found.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return found
+
+
 def self_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -120,9 +134,11 @@ async def bench_cpu(seconds: float, tmp: Path) -> None:
         push = await node.egress.create("bench", EgressRequest(kind="rtmp", source={"participant": "obs"},
                                                                urls=[f"rtmp://127.0.0.1:{cdn_port}/live/gw"]))
         await asyncio.sleep(3)
-        start_cpu, start = self_cpu(), time.monotonic()
+        start_cpu, start, threads0 = self_cpu(), time.monotonic(), thread_cpu()
         await asyncio.sleep(seconds)
         gateway = (self_cpu() - start_cpu) / (time.monotonic() - start)
+        threads1 = thread_cpu()
+        by_thread = {k: (v - threads0.get(k, 0.0)) / seconds for k, v in threads1.items()}
         sent = push.result["outputs"][0]["packets_sent"]
         await node.egress.stop(push.task_id)
         publisher.kill()
@@ -144,7 +160,10 @@ async def bench_cpu(seconds: float, tmp: Path) -> None:
         cdn.kill()
         cdn.wait()
     print(f"RTMP ingest + passthrough push, 720p30 2.6 Mbps: gateway {gateway * 100:.2f} % of a core "
-          f"({sent} packets pushed), nginx-rtmp relay {reference * 100:.2f} % -> ratio {gateway / reference:.2f}")
+          f"({sent} packets pushed), nginx-rtmp relay {reference * 100:.2f} % -> ratio {gateway / reference:.2f}"
+          f" (load average {os.getloadavg()[0]:.1f})")
+    busy = sorted(((v, k) for k, v in by_thread.items() if v >= 0.0005), reverse=True)
+    print("  gateway CPU by thread: " + ", ".join(f"{k} {v * 100:.2f} %" for v, k in busy))
 
 
 # ------------------------------------------------------------------------------ latency

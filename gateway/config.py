@@ -114,6 +114,9 @@ class MediaConfig(Section):
     decoder_threads: int = Field(1, ge=0, le=16, description="threads per video track decoder; 1 spends the "
                                  "least CPU per frame, 0 lets FFmpeg use every core (lower latency for 4K).")
     loop_lag_warn_ms: int = Field(50, gt=0)
+    audio_levels_always: bool = Field(False, description="Decode and mix every room's audio even when no "
+                                      "output or listener needs it (room.speakers / room.audio_levels events "
+                                      "in rooms nobody mixes); false mixes only on demand.")
 
 
 class SpoolConfig(Section):

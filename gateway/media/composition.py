@@ -58,6 +58,9 @@ class _VideoPipeline(threading.Thread):
         self.keyframes_forced = 0
         self._keyframe_wanted = False  # set by any thread, consumed by the encoder thread
         self._last_forced = -1.0
+        self.fps = encoding.fps
+        self._last_slot: int | None = None  # the encoding's frame slot of the last frame taken
+        self.frames_decimated = 0  # canvas frames between the encoding's own frame times
 
     def request_keyframe(self) -> None:
         """Make the next encoded frame a keyframe (a new viewer or recording must start at
@@ -67,7 +70,15 @@ class _VideoPipeline(threading.Thread):
         self._keyframe_wanted = True
 
     def offer(self, frame: av.VideoFrame | None) -> None:
-        """Queue a frame; when the encoder is behind, the oldest queued frame is dropped."""
+        """Queue a frame; when the encoder is behind, the oldest queued frame is dropped.
+        An encoding slower than the canvas takes one frame per its own frame period (by pts,
+        1/90000), so the stream has the fps it asked for."""
+        if frame is not None and frame.pts is not None:
+            slot = frame.pts * self.fps // 90000
+            if slot == self._last_slot:
+                self.frames_decimated += 1
+                return
+            self._last_slot = slot
         with self._lock:
             if self._stopping:
                 return
@@ -276,7 +287,7 @@ class Composition:
         elapsed = self.clock.now() - self.started_at if self.started_at is not None else 0.0
         encoders = [{"encoding": p.encoder.encoding.model_dump(), "frames_encoded": p.frames_encoded,
                      "frames_dropped": p.frames_dropped, "encode_seconds": p.encode_seconds,
-                     "keyframes_forced": p.keyframes_forced,
+                     "keyframes_forced": p.keyframes_forced, "frames_decimated": p.frames_decimated,
                      "bytes": p.encoder.bytes_out} for p in self._video_now]
         return {"frames_rendered": self.frames_rendered, "frames_skipped": self.frames_skipped,
                 "frames_expected": int(elapsed * self.canvas.fps), "render_seconds": self.render_seconds,

@@ -89,7 +89,8 @@ class RoomMedia:
         self.loop = asyncio.get_running_loop()
         self.bus = FrameBus(RoomClock())
         self.mixer = AudioMixer(self.bus, jitter_ms=service.node.config.media.audio_jitter_ms,
-                                on_levels=self._on_levels, on_active_speaker=self._on_speaker)
+                                on_levels=self._on_levels, on_active_speaker=self._on_speaker,
+                                on_demand=not service.node.config.media.audio_levels_always)
         self.mixer.start()
         self.composites: dict[str, Composite] = {}
         self._last_levels = 0.0

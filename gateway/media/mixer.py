@@ -205,8 +205,11 @@ class _OneTrackSource(_Source):
 class AudioMixer:
     def __init__(self, bus: FrameBus, *, jitter_ms: int = 60,
                  on_levels: Callable[[dict[str, float]], Any] | None = None,
-                 on_active_speaker: Callable[[str | None], Any] | None = None) -> None:
+                 on_active_speaker: Callable[[str | None], Any] | None = None, on_demand: bool = False) -> None:
         self.bus = bus
+        # on demand: subscribe to the tracks (so they decode) and tick only while an output or a
+        # listener exists; a room nobody hears (an RTMP publisher pushed on untouched) costs nothing
+        self.on_demand = on_demand
         self.clock = bus.clock
         self.jitter_ms = jitter_ms
         self.on_levels = on_levels
@@ -218,6 +221,10 @@ class AudioMixer:
 
         self._lock = threading.Lock()  # guards _subs, _dirty and the output tuples
         self._subs: dict[str, tuple[Track, AudioJitterBuffer]] = {}  # by track_id
+        self._idle: dict[str, Track] = {}  # on demand, with no output: known tracks, not subscribed
+        self._demand = threading.Event()  # set while the mixer has to tick
+        if not on_demand:
+            self._demand.set()
         self._dirty = True
         self._listeners: tuple[MixOutput, ...] = ()
         self._composites: tuple[MixOutput, ...] = ()
@@ -256,7 +263,10 @@ class AudioMixer:
 
     def _attach(self, track: Track) -> None:
         with self._lock:
-            if track.track_id in self._subs or track.closed:  # closed: removed while we started
+            if track.track_id in self._subs or track.track_id in self._idle or track.closed:
+                return  # closed: removed while we started
+            if not self._wanted():
+                self._idle[track.track_id] = track
                 return
             self._subs[track.track_id] = (track, track.subscribe_audio(target_ms=self.jitter_ms))
             self._dirty = True
@@ -264,6 +274,7 @@ class AudioMixer:
     def _detach(self, track: Track) -> None:
         with self._lock:
             entry = self._subs.pop(track.track_id, None)
+            self._idle.pop(track.track_id, None)
             self._dirty = True
         if entry is not None:
             track.unsubscribe(entry[1])
@@ -292,6 +303,7 @@ class AudioMixer:
         out = MixOutput(participant_id, maxsize=maxsize)
         with self._lock:
             self._listeners = (*self._listeners, out)
+        self._update_demand()
         return out
 
     def add_output(self, selection: AudioSelection | None = None, *, limiter: bool = False,
@@ -301,6 +313,7 @@ class AudioMixer:
         out = MixOutput(None, selection, limiter=limiter, max_sources=max_sources, maxsize=maxsize)
         with self._lock:
             self._composites = (*self._composites, out)
+        self._update_demand()
         return out
 
     def set_selection(self, out: MixOutput, selection: AudioSelection | None) -> None:
@@ -313,6 +326,38 @@ class AudioMixer:
             self._listeners = tuple(o for o in self._listeners if o is not out)
             self._composites = tuple(o for o in self._composites if o is not out)
         out._close()
+        self._update_demand()
+
+    def _wanted(self) -> bool:
+        """Whether anyone needs the mix (call under the lock)."""
+        return not self.on_demand or bool(self._listeners or self._composites)
+
+    def _update_demand(self) -> None:
+        """On demand: subscribe to every known track when the first output comes, let them go
+        (their decoders idle) when the last one leaves."""
+        if not self.on_demand:
+            return
+        dropped: list[tuple[Track, AudioJitterBuffer]] = []
+        with self._lock:
+            wanted = self._wanted()
+            if wanted and self._idle:
+                for track_id, track in self._idle.items():
+                    if not track.closed:
+                        self._subs[track_id] = (track, track.subscribe_audio(target_ms=self.jitter_ms))
+                self._idle.clear()
+                self._dirty = True
+            elif not wanted and self._subs:
+                dropped = list(self._subs.values())
+                self._idle = {track.track_id: track for track, _ in dropped}
+                self._subs.clear()
+                self._dirty = True
+            if wanted:
+                self._demand.set()
+            else:
+                self._demand.clear()
+        for track, sub in dropped:
+            track.unsubscribe(sub)
+            sub.clear()
 
     @property
     def levels(self) -> dict[str, float]:
@@ -564,6 +609,7 @@ class AudioMixer:
         with self._lock:
             subs = list(self._subs.values())
             self._subs.clear()
+            self._idle.clear()
             self._dirty = True
             outputs = (*self._listeners, *self._composites)
             self._listeners = self._composites = ()
@@ -575,6 +621,11 @@ class AudioMixer:
     def _run(self) -> None:
         deadline = time.monotonic()  # absolute deadlines: sleep jitter never accumulates
         while not self._stop.is_set():
+            if not self._demand.is_set():  # on demand and nobody listens: no ticks
+                if not self._demand.wait(0.1):
+                    continue
+                self._resume()
+                deadline = time.monotonic()
             late = time.monotonic() - deadline
             if late < 0:
                 if self._stop.wait(-late):
@@ -587,6 +638,12 @@ class AudioMixer:
             except Exception:
                 log.exception("mixer tick failed")
             deadline += TICK
+
+    def _resume(self) -> None:
+        """After an idle spell: carry on at the room clock's present, so pts stay on it."""
+        if self.start_pts is not None:
+            now = (self.clock.audio_pts() - self.start_pts) // BLOCK_SAMPLES
+            self._tick_index = max(self._tick_index, now)
 
     def _skip(self, count: int) -> None:
         """After a stall, jump ahead so pts stays on the room clock; re-prime the jitter

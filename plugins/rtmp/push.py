@@ -35,7 +35,7 @@ from gateway.media.engine import ROOM_COMPOSITE
 from gateway.media.layout.model import AudioSelection, Layout, Region, SourceRef
 from gateway.media.track import PacketSubscription, Track, TrackKind
 from plugins.rtmp.client import parse_url, tls_context
-from plugins.rtmp.pusher import CONNECTING, RECOVERING, STATE_CODES, StreamFormat, UrlPusher
+from plugins.rtmp.pusher import CONNECTING, IDLE, RECOVERING, STATE_CODES, StreamFormat, UrlPusher, safe_url
 from plugins.rtmp.pushqueue import Item
 
 if TYPE_CHECKING:
@@ -168,6 +168,8 @@ class RtmpPushRunner:
         self.loop = asyncio.get_running_loop()
         self.pushers: dict[str, UrlPusher] = {}
         self._stopped = False
+        self._failing: asyncio.Task[None] | None = None
+        self._final: dict[str, Any] | None = None
         self._follow: asyncio.Task[None] | None = None
         self._subscribe(video, audio)
         self._reports: asyncio.Queue[tuple[str, str, dict[str, Any]] | None] = asyncio.Queue()
@@ -276,6 +278,21 @@ class RtmpPushRunner:
                                                   state_code=STATE_CODES[state], **data)
             except Exception:
                 log.exception("push status report failed", egress_id=self.task.task_id)
+            pushers = list(self.pushers.values())
+            if (state == IDLE and pushers and all(p.failed for p in pushers) and not self._stopped
+                    and self._failing is None):
+                # nothing left to push to: the task ends (stop() awaits this loop, so not from here)
+                self._failing = self.loop.create_task(self._end_failed(),
+                                                      name=f"rtmp-push-failed-{self.task.task_id}")
+
+    async def _end_failed(self) -> None:
+        message = "every URL ended in failure: " + "; ".join(
+            f"{safe_url(p.url)}: {(p.last_error or {}).get('message', 'failed')}" for p in self.pushers.values())
+        log.warning("rtmp push failed on every URL, ending it", egress_id=self.task.task_id, urls=len(self.pushers))
+        try:
+            self.task.result.update(await self.stop())
+        finally:
+            await self.node.egress.fail(self.task, "all_urls_failed", message)
 
     async def _rereport_loop(self) -> None:
         """The seed's callbacks: connecting and recovering are re-sent every interval, up to the window."""
@@ -341,6 +358,8 @@ class RtmpPushRunner:
         await asyncio.to_thread(self.media.detach, old_key, old_output)
 
     async def stop(self) -> dict[str, Any]:
+        if self._final is not None:  # ended on failure already, and now a DELETE or the room closing
+            return self._final
         self._stopped = True
         if self._follow is not None:
             self._follow.cancel()
@@ -354,8 +373,9 @@ class RtmpPushRunner:
         self._rereporter.cancel()
         self._reports.put_nowait(None)
         await self._reporter  # every state change is out before the task's final status
-        return {"outputs": self.task.result.get("outputs", []), "mode": self.mode,
-                "packets": self.feeder.packets, "duration_s": round(time.time() - self.started_at, 3)}
+        self._final = {"outputs": self.task.result.get("outputs", []), "mode": self.mode,
+                       "packets": self.feeder.packets, "duration_s": round(time.time() - self.started_at, 3)}
+        return self._final
 
 
 def _join_all(pushers: list[UrlPusher]) -> None:

@@ -86,6 +86,7 @@ class UrlPusher(threading.Thread):
         self.packets_sent = 0
         self.bytes_sent = 0
         self.last_error: dict[str, Any] | None = None
+        self.failed = False  # ended in failure (the window ran out, or a bug): the thread is done
         self._stopping = threading.Event()
         self._client: RtmpPublishClient | None = None
         self._origin: float | None = None
@@ -140,11 +141,12 @@ class UrlPusher(threading.Thread):
                 if self._stopping.is_set():
                     break
                 self.last_error = {"code": exc.code, "message": str(exc)}
-                log.info("rtmp push interrupted", url=_safe(self.url), code=exc.code, error=str(exc))
+                log.info("rtmp push interrupted", url=safe_url(self.url), code=exc.code, error=str(exc))
                 if self.state == RUNNING:
                     window_start = time.monotonic()
                     self._set(RECOVERING, errcode=exc.code, reason=str(exc))
                 if time.monotonic() - window_start >= self.window_s:
+                    self.failed = True
                     self._set(FAILURE, errcode=exc.code, reason=str(exc))
                     self._set(IDLE)
                     return
@@ -154,9 +156,10 @@ class UrlPusher(threading.Thread):
                 left = self.window_s - (time.monotonic() - window_start)
                 self._stopping.wait(max(0.05, min(delay, left)))
             except Exception as exc:  # a bug must not leave the URL in a state that lies
-                log.exception("rtmp push failed", url=_safe(self.url))
+                log.exception("rtmp push failed", url=safe_url(self.url))
                 self._close_client(polite=False)
                 self.last_error = {"code": 2003, "message": str(exc)}
+                self.failed = True
                 self._set(FAILURE, errcode=2003, reason=str(exc))
                 self._set(IDLE)
                 return
@@ -228,7 +231,7 @@ class UrlPusher(threading.Thread):
                 client.abort()
 
 
-def _safe(url: str) -> str:
+def safe_url(url: str) -> str:
     """A URL for logs: the stream name (often a CDN secret) cut short."""
     head, _, tail = url.rpartition("/")
     return f"{head}/{tail[:4]}…" if tail else url

@@ -292,3 +292,24 @@ def test_slow_compositor_skips_missed_deadlines(
     assert composition.frames_skipped >= 2 * (composition.frames_rendered - 1)
     gaps = [b.pts - a.pts for a, b in itertools.pairwise(received)]
     assert all(gap >= 9000 and gap % 3000 == 0 for gap in gaps)  # still on the 30 fps grid
+
+
+def test_an_encoding_slower_than_the_canvas_gets_its_own_fps(room: tuple[FrameBus, Canvas, Compositor]) -> None:
+    """A 15 fps output of a 30 fps canvas encodes every other frame, 1/15 s apart."""
+    bus, canvas, compositor = room
+    composition = Composition(Canvas(width=canvas.width, height=canvas.height, fps=30), compositor, bus.clock)
+    slow = composition.attach(Encoding(width=320, height=180, video_kbps=300, fps=15))
+    full = composition.attach(Encoding(width=320, height=180, video_kbps=300, fps=30))
+    slow_packets, full_packets = slow.video_track.subscribe_packets(), full.video_track.subscribe_packets()
+    composition.start()
+    try:
+        stamps = [slow_packets.get(timeout=10).pts for _ in range(16)]
+        full_stamps = [full_packets.get(timeout=10).pts for _ in range(16)]
+        stats = {e["encoding"]["fps"]: e for e in composition.stats()["encoders"]}
+    finally:
+        composition.stop()
+    steps = {b - a for a, b in itertools.pairwise(stamps)}
+    assert steps <= {6000, 9000, 12000}, steps  # 1/15 s (a skipped canvas frame may add one period)
+    assert 6000 in steps
+    assert {b - a for a, b in itertools.pairwise(full_stamps)} & {3000}
+    assert stats[15]["frames_decimated"] >= 15 and stats[30]["frames_decimated"] == 0

@@ -4,6 +4,7 @@ is judged by its spectrum (or sample by sample where the arithmetic is exact).""
 from __future__ import annotations
 
 import queue
+import time
 from collections.abc import Iterable
 
 import av
@@ -379,3 +380,37 @@ def test_blocks_a_consumer_holds_are_never_overwritten() -> None:
         room.run(1)
         block = out.get_nowait()[1]
         assert any(block.base is buffer for buffer in pool)
+
+
+def test_on_demand_mixer_subscribes_and_ticks_only_while_something_mixes() -> None:
+    """Nobody hears the room: its audio tracks have no raw subscriber (packets stay undecoded)
+    and the worker does not tick; the first output brings both, the last one's going ends them."""
+    room = Room(on_demand=True)
+    room.publish("p1", TONES["p1"])
+    track = room.sources["p1"].track
+    room.mixer.start()
+    try:
+        room.prime()
+        assert not track.has_frame_subscribers
+        ticks = room.mixer.ticks
+        time.sleep(0.3)
+        assert room.mixer.ticks == ticks  # idle: no 20 ms ticks
+        late = room.publish("p2", TONES["p2"])  # a track added while idle waits too
+        assert not late.track.has_frame_subscribers
+        out = room.mixer.add_output(maxsize=1000)
+        assert track.has_frame_subscribers and late.track.has_frame_subscribers
+        blocks = []
+        for _ in range(40):
+            room.sources["p1"].push()
+            late.push()
+            blocks.append(out.get(timeout=5))
+        pts = [p for p, _ in blocks]
+        assert np.all(np.diff(pts) > 0) and pts[0] >= room.mixer.start_pts
+        assert_tones(concat(blocks), present=[TONES["p1"], TONES["p2"]], absent=[TONES["p3"]])
+        room.mixer.remove_output(out)
+        assert not track.has_frame_subscribers and not late.track.has_frame_subscribers
+        ticks = room.mixer.ticks
+        time.sleep(0.3)
+        assert room.mixer.ticks <= ticks + 1  # at most the tick that was running
+    finally:
+        room.mixer.close()
