@@ -51,9 +51,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def proc_cpu(pid: int) -> float:
+def proc_cpu(pid: int, part: slice = slice(11, 13)) -> float:
+    """user + system CPU seconds of a process (part=slice(12, 13): system only)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK
+    return sum(int(x) for x in fields[part]) / CLK
 
 
 # ------------------------------------------------------------------------ load generator
@@ -156,9 +157,19 @@ def _node_main(conn, data_dir: str, max_calls: int) -> None:
         await node.rooms.create(RoomCreate(room_id="bench"))
         service = node.pm.get_plugin("sip").service
         conn.send(service.endpoint.port)
-        while not conn.poll():
-            await asyncio.sleep(0.2)
-        conn.recv()
+        while True:
+            while not conn.poll():
+                await asyncio.sleep(0.2)
+            if conn.recv() != "stats":
+                break
+            engine, legs = service.engine, service.engine.legs
+            room = node.rooms.rooms.get("bench")
+            mixer = room.media.mixer if room is not None and room.media is not None else None
+            conn.send({"engine_ticks": engine.ticks, "engine_cpu": engine.tick_seconds,
+                       "sent": sum(leg.packets_out for leg in legs), "received": sum(leg.packets_in for leg in legs),
+                       "mix_dropped": sum(getattr(leg.mix, "dropped", 0) for leg in legs),
+                       "mixer_ticks": getattr(mixer, "ticks", None),
+                       "mixer_skipped": getattr(mixer, "skipped_ticks", None)})
         await node.stop()
 
     asyncio.run(run())
@@ -217,6 +228,10 @@ class NodeServer:
             done += 1
         self.sip = sip
         return remote
+
+    def stats(self) -> dict:
+        self.conn.send("stats")
+        return self.conn.recv()
 
     def stop(self) -> None:
         with contextlib.suppress(OSError):
@@ -345,11 +360,16 @@ def measure(server_factory, count: int, seconds: float, warmup: float = 3.0) -> 
         load.start(remote)
         time.sleep(warmup)
         snaps = [load.counts()]
-        cpu0, lcpu0, t0 = proc_cpu(server.pid), load.cpu(), time.monotonic()
+        stats0 = server.stats() if hasattr(server, "stats") else None
+        sys0, cpu0, lcpu0, t0 = proc_cpu(server.pid, slice(12, 13)), proc_cpu(server.pid), load.cpu(), time.monotonic()
         while time.monotonic() - t0 < seconds:
             time.sleep(1.0)
             snaps.append(load.counts())
-        cpu1, lcpu1, t1 = proc_cpu(server.pid), load.cpu(), time.monotonic()
+        sys1, cpu1, lcpu1, t1 = proc_cpu(server.pid, slice(12, 13)), proc_cpu(server.pid), load.cpu(), time.monotonic()
+        if stats0 is not None and os.environ.get("BENCH_SIP_DEBUG"):
+            stats1 = server.stats()
+            print("    node:", {k: (v - stats0[k]) / (t1 - t0) if isinstance(v, int | float) else v
+                                for k, v in stats1.items()})
     finally:
         load.stop()
         server.stop()
@@ -357,14 +377,16 @@ def measure(server_factory, count: int, seconds: float, warmup: float = 3.0) -> 
     per_leg = (snaps[-1] - snaps[0]) / wall
     windows = np.diff(np.array(snaps), axis=0)  # packets per leg per ~1 s window
     core = (cpu1 - cpu0) / wall
-    return {"count": count, "core": core, "per_leg": core / count, "pps_min": float(per_leg.min()),
+    return {"count": count, "core": core, "sys": (sys1 - sys0) / wall, "per_leg": core / count,
+            "pps_min": float(per_leg.min()),
             "pps_median": float(np.median(per_leg)), "window_min": float(windows.min()) if len(windows) else 0.0,
             "load_core": (lcpu1 - lcpu0) / wall,
             "realtime": bool(per_leg.min() >= 50 * 0.97 and (len(windows) == 0 or windows.min() >= 45))}
 
 
 def line(name: str, r: dict) -> str:
-    return (f"  {name:9s} {r['count']:4d} legs: {r['core']:.3f} cores, {r['per_leg']:.4f} core/leg; rx per leg "
+    return (f"  {name:9s} {r['count']:4d} legs: {r['core']:.3f} cores ({r['sys']:.3f} kernel), "
+            f"{r['per_leg']:.4f} core/leg; rx per leg "
             f"min {r['pps_min']:.1f} / median {r['pps_median']:.1f} pps, worst 1-s window {r['window_min']:.0f}; "
             f"{'real time' if r['realtime'] else 'NOT real time'}; load generator {r['load_core']:.2f} cores")
 

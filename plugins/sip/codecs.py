@@ -30,6 +30,11 @@ _H8K = _lowpass(3600)
 _DOWN_8K = _H8K.reshape(TAPS // 6, 6)  # [q, p]: the taps that meet input row q, phase p
 _UP_8K = (6 * _H8K).reshape(TAPS // 6, 6)  # [k, p]: output phase p from input sample n-k
 FILTERS = {16000: _lowpass(7200)}
+# the same filters on interleaved stereo: the up one writes each phase to both channels, the
+# down one averages the two channels (the mono downmix) inside the filter
+_UP_8K_STEREO = np.repeat(_UP_8K, 2, axis=1)  # [k, 2p + c]
+_DOWN_8K_STEREO = np.repeat(0.5 * _DOWN_8K.T, 2, axis=0).astype(np.float32)  # [2p + c, q]
+DOWN_HISTORY_STEREO = 2 * DOWN_HISTORY
 
 
 def to_mono(blocks: np.ndarray) -> np.ndarray:
@@ -73,6 +78,37 @@ def upsample_8k_batch(samples: np.ndarray, history: np.ndarray) -> np.ndarray:
     windows = np.lib.stride_tricks.sliding_window_view(x, TAPS // 6, axis=1)[:, :m, ::-1]
     y = windows @ _UP_8K
     return np.clip(y.reshape(len(x), 6 * m), -32767, 32767).astype(np.int16)
+
+
+def upsample_8k_stereo(samples: np.ndarray, history: np.ndarray) -> np.ndarray:
+    """(n, m) 8 kHz int16 rows to (n, 6m, 2) 48 kHz stereo int16, the bus format, in one BLAS
+    call on contiguous windows (a strided view would make matmul fall back to a slow loop)."""
+    x = np.concatenate([history, samples.astype(np.float32)], axis=1)
+    history[:] = x[:, -UP_HISTORY:]
+    m = samples.shape[1]
+    windows = np.ascontiguousarray(np.lib.stride_tricks.sliding_window_view(x, TAPS // 6, axis=1)[:, :m, ::-1])
+    y = windows @ _UP_8K_STEREO  # (n, m, 12): 6 output samples x 2 channels per input sample
+    np.clip(y, -32767, 32767, out=y)
+    return y.astype(np.int16).reshape(len(x), 6 * m, 2)
+
+
+def downsample_stereo_8k(blocks: list[np.ndarray], history: np.ndarray) -> np.ndarray:
+    """(960, 2) int16 48 kHz stereo blocks with their (n, DOWN_HISTORY_STEREO) history to
+    (n, 160) int16 8 kHz mono: downmix and 6:1 polyphase decimation in one pass."""
+    n = len(blocks)
+    flat = np.stack(blocks).reshape(n, -1)
+    h = history.shape[1]
+    x = np.empty((n, h + flat.shape[1]), dtype=np.float32)
+    x[:, :h] = history
+    x[:, h:] = flat
+    history[:] = x[:, -h:]
+    out = flat.shape[1] // 12
+    z = x.reshape(n, -1, 12) @ _DOWN_8K_STEREO  # z[k, row, q]; y[k] = sum_q z[k, k + q, q]
+    y = z[:, 0:out, 0].copy()
+    for q in range(1, TAPS // 6):
+        y += z[:, q:q + out, q]
+    np.clip(y, -32767, 32767, out=y)
+    return y.astype(np.int16)
 
 
 class PyAvCodec:
