@@ -168,6 +168,7 @@ def _node_main(conn, data_dir: str, max_calls: int) -> None:
             conn.send({"engine_ticks": engine.ticks, "engine_cpu": engine.tick_seconds,
                        "sent": sum(leg.packets_out for leg in legs), "received": sum(leg.packets_in for leg in legs),
                        "mix_dropped": sum(getattr(leg.mix, "dropped", 0) for leg in legs),
+                       "skipped": sum(leg.skipped for leg in legs),
                        "mixer_ticks": getattr(mixer, "ticks", None),
                        "mixer_skipped": getattr(mixer, "skipped_ticks", None)})
         await node.stop()

@@ -46,7 +46,9 @@ log = structlog.get_logger(__name__)
 
 TICK = 0.02
 MAX_LAG = 0.2
-MAX_BLOCKS_PER_TICK = 10  # catch-up bound after a late tick (the mix queue holds 10)
+MAX_BLOCKS_PER_TICK = 3  # catch-up bound after a late tick: older blocks are skipped, not sent
+# in a burst (a peer's jitter buffer would drop a burst anyway, and skipping sheds the work
+# that made the tick late)
 
 
 @dataclass(eq=False)
@@ -75,6 +77,7 @@ class MediaLeg:
     packets_out: int = 0
     bytes_in: int = 0
     lost: int = 0
+    skipped: int = 0  # mix blocks not sent because the engine was late
     history: np.ndarray = field(default_factory=lambda: np.zeros((1, DOWN_HISTORY), dtype=np.float32))
     history_stereo: np.ndarray = field(default_factory=lambda: np.zeros((1, DOWN_HISTORY_STEREO), dtype=np.float32))
     up_history: np.ndarray = field(default_factory=lambda: np.zeros((1, UP_HISTORY), dtype=np.float32))
@@ -339,9 +342,20 @@ class LegEngine:
 
     # ---------------------------------------------------------------- sending
     def _send(self, legs: tuple[MediaLeg, ...]) -> None:
-        """Send every mix block the mixer has queued for each leg (one per 20 ms on time; more
-        after a late tick, so the legs follow the room's clock instead of losing blocks)."""
+        """Send the mix blocks the mixer has queued for each leg: one per 20 ms on time, up to
+        MAX_BLOCKS_PER_TICK after a late tick (so the legs follow the room's clock); beyond
+        that the oldest are skipped, with the RTP timestamp moved on (the peer sees a loss)."""
         pending = [leg for leg in legs if not leg.closed and leg.mix is not None]
+        for leg in pending:
+            mix = leg.mix
+            excess = getattr(mix, "queued", 0) - MAX_BLOCKS_PER_TICK
+            for _ in range(excess):
+                try:
+                    mix.get_nowait()
+                except Empty:
+                    break
+                leg.ts += leg.codec.samples_per_packet
+                leg.skipped += 1
         for _round in range(MAX_BLOCKS_PER_TICK):
             if not pending:
                 return
@@ -372,9 +386,22 @@ class LegEngine:
                 encoded = {"PCMU": g711.encode(low, "PCMU")} if any(x.codec.name == "PCMU" for x in g711_legs) else {}
                 if any(x.codec.name == "PCMA" for x in g711_legs):
                     encoded["PCMA"] = g711.encode(low, "PCMA")
-                for i, leg in enumerate(g711_legs):
+                payloads = {law: codes.tobytes() for law, codes in encoded.items()}
+                size = low.shape[1]
+                pack = rtp.HEADER.pack
+                for i, leg in enumerate(g711_legs):  # _emit inlined: this runs per leg per tick
                     leg.history_stereo = history[i:i + 1]
-                    self._emit(leg, encoded[leg.codec.name][i].tobytes(), leg.codec.payload_type)
+                    codec = leg.codec
+                    seq, ts = leg.seq, leg.ts
+                    packet = pack(0x80, codec.payload_type, seq, ts & 0xFFFFFFFF, leg.ssrc) + \
+                        payloads[codec.name][i * size:(i + 1) * size]
+                    leg.seq = (seq + 1) & 0xFFFF
+                    leg.ts = ts + codec.samples_per_packet
+                    try:
+                        leg.rtp_sock.sendto(packet, leg.remote)  # type: ignore[arg-type]
+                        leg.packets_out += 1
+                    except OSError:
+                        pass  # a full buffer or an unreachable peer: the next tick tries again
             pending = more
 
     def _send_pyav(self, leg: MediaLeg, block: np.ndarray) -> None:
