@@ -6,7 +6,8 @@ import runpy
 import sys
 
 BENCHMARKS = ["bench.bench_mixer", "bench.bench_composite", "bench.bench_capacity", "bench.bench_loop_lag",
-              "bench.bench_store_writes", "bench.bench_rtmp", "bench.bench_record", "bench.bench_webrtc"]
+              "bench.bench_store_writes", "bench.bench_rtmp", "bench.bench_record", "bench.bench_webrtc",
+              "bench.bench_sip_media"]
 
 if __name__ == "__main__":
     # `python -m bench record` runs bench.bench_record (the full module name works too)

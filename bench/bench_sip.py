@@ -7,15 +7,11 @@ Run from the repo root:
   pair, a media leg and a room join; then the same sipp load against sipp's own C uas as the
   reference. Prints successful/failed calls, the achieved rate and the node's CPU per call,
   and the ratio of our achieved rate to the reference's.
-- ``python -m bench.bench_sip legs [--legs 10,100,300] [--seconds 10]``: N PCMU legs set up
-  with real INVITEs, each sending 50 packets/s of a tone from its own RTP socket (this
-  process is the load generator); all in one room, so each hears a mix-minus of the others.
-  Measures the node's CPU (from /proc) per leg and checks that every leg receives its mix at
-  50 packets/s ("real time" = >= 97% of the packets due).
+- ``python -m bench.bench_sip legs [--legs 10,100,300] [--seconds 10]``: CPU per G.711 leg in a
+  mix-minus room against Janus AudioBridge, and the 300-leg real-time check; see
+  ``bench/bench_sip_media.py``.
 
 The node runs in a child process so its CPU is counted apart from the load generator's.
-Janus AudioBridge was not measured here (see the issue's figure of 0.002-0.003 core per
-participant for the comparison).
 """
 
 from __future__ import annotations
@@ -24,16 +20,11 @@ import argparse
 import asyncio
 import multiprocessing as mp
 import os
-import re
-import select
 import socket
 import subprocess
 import tempfile
-import threading
 import time
 from pathlib import Path
-
-import numpy as np
 
 CLK = os.sysconf("SC_CLK_TCK")
 
@@ -141,109 +132,11 @@ def bench_setup(rate: int, calls: int) -> None:
 
 
 # ------------------------------------------------------------------------------------ legs
-INVITE = ("INVITE sip:bench@127.0.0.1:{port} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{me};branch=z9hG4bKb{i}\r\n"
-          "From: <sip:leg{i}@127.0.0.1>;tag=l{i}\r\nTo: <sip:bench@127.0.0.1>\r\nCall-ID: leg{i}@bench\r\n"
-          "CSeq: 1 INVITE\r\nContact: <sip:leg{i}@127.0.0.1:{me}>\r\nContent-Type: application/sdp\r\n"
-          "Content-Length: {length}\r\n\r\n{sdp}")
-SDP = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {rtp} RTP/AVP 0\r\n"
-
-
-def setup_legs(port: int, count: int) -> tuple[socket.socket, list[socket.socket], list[int]]:
-    sip = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sip.bind(("127.0.0.1", 0))
-    sip.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
-    me = sip.getsockname()[1]
-    legs, remote = [], [0] * count
-    for i in range(count):
-        rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        rtp.bind(("127.0.0.1", 0))
-        rtp.setblocking(False)
-        legs.append(rtp)
-        sdp = SDP.format(rtp=rtp.getsockname()[1])
-        sip.sendto(INVITE.format(port=port, me=me, i=i, length=len(sdp), sdp=sdp).encode(), ("127.0.0.1", port))
-        if i % 20 == 19:
-            time.sleep(0.02)
-    sip.settimeout(10)
-    done = 0
-    while done < count:
-        data = sip.recv(65535).decode(errors="replace")
-        if not data.startswith("SIP/2.0 200") or "INVITE" not in data.split("CSeq:")[1].split("\r\n")[0]:
-            continue
-        i = int(re.search(r"Call-ID: leg(\d+)@", data).group(1))
-        if remote[i]:
-            continue
-        remote[i] = int(re.search(r"m=audio (\d+)", data).group(1))
-        tag = re.search(r"To: [^\r\n]*tag=([^;\r\n]+)", data).group(1)
-        ack = (f"ACK sip:bench@127.0.0.1:{port} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{me};branch=z9hG4bKa{i}\r\n"
-               f"From: <sip:leg{i}@127.0.0.1>;tag=l{i}\r\nTo: <sip:bench@127.0.0.1>;tag={tag}\r\n"
-               f"Call-ID: leg{i}@bench\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n")
-        sip.sendto(ack.encode(), ("127.0.0.1", port))
-        done += 1
-    return sip, legs, remote
-
-
-class RtpLoad(threading.Thread):
-    """50 packets/s of PCMU per leg, and a count of what each leg receives."""
-
-    def __init__(self, legs: list[socket.socket], remote: list[int]) -> None:
-        super().__init__(daemon=True)
-        self.legs, self.remote = legs, remote
-        self.received = np.zeros(len(legs), dtype=np.int64)
-        self.stop = threading.Event()
-        from plugins.sip import g711
-        t = np.arange(160) / 8000
-        self.payloads = [g711.encode((np.sin(2 * np.pi * (300 + 7 * i) * t) * 3000).astype(np.int16), "PCMU").tobytes()
-                         for i in range(len(legs))]
-
-    def run(self) -> None:
-        seq, deadline = 0, time.monotonic()
-        fd_index = {s.fileno(): i for i, s in enumerate(self.legs)}
-        poller = select.epoll()
-        for s in self.legs:
-            poller.register(s.fileno(), select.EPOLLIN)
-        while not self.stop.is_set():
-            header = bytes([0x80, 0]) + (seq & 0xFFFF).to_bytes(2, "big") + (seq * 160 & 0xFFFFFFFF).to_bytes(4, "big")
-            for i, sock in enumerate(self.legs):
-                sock.sendto(header + i.to_bytes(4, "big") + self.payloads[i], ("127.0.0.1", self.remote[i]))
-            seq += 1
-            deadline += 0.02
-            while True:
-                wait = deadline - time.monotonic()
-                for fd, _ in poller.poll(max(0.0, wait)):
-                    sock = self.legs[fd_index[fd]]
-                    while True:
-                        try:
-                            sock.recv(2048)
-                        except BlockingIOError:
-                            break
-                        self.received[fd_index[fd]] += 1
-                if wait <= 0:
-                    break
-
-
 def bench_legs(counts: list[int], seconds: float) -> None:
-    print(f"G.711 legs in one mix-minus room, 50 pps each, measured over {seconds:.0f} s after 3 s warm-up")
-    for count in counts:
-        node = NodeProcess(max_calls=count + 10)
-        try:
-            _sip, legs, remote = setup_legs(node.port, count)
-            load = RtpLoad(legs, remote)
-            load.start()
-            time.sleep(3)
-            cpu0, got0, t0 = node.cpu(), load.received.copy(), time.monotonic()
-            time.sleep(seconds)
-            cpu1, got1, t1 = node.cpu(), load.received.copy(), time.monotonic()
-            load.stop.set()
-            load.join(2)
-            wall = t1 - t0
-            per_leg_pps = (got1 - got0) / wall
-            realtime = float((per_leg_pps >= 50 * 0.97).mean())
-            core = (cpu1 - cpu0) / wall
-            print(f"  {count:4d} legs: node {core:.3f} cores, {core / count:.4f} core per leg; received "
-                  f"min {per_leg_pps.min():.1f} / median {np.median(per_leg_pps):.1f} pps per leg; "
-                  f"{100 * realtime:.0f}% of legs in real time")
-        finally:
-            node.stop()
+    """The media benchmark lives in bench.bench_sip_media (with the Janus AudioBridge reference)."""
+    from bench import bench_sip_media
+
+    bench_sip_media.main(["--legs", ",".join(map(str, counts)), "--seconds", str(seconds)])
 
 
 def main() -> None:

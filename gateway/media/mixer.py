@@ -154,6 +154,27 @@ class MixOutput:
             with self._wlock:
                 self._waiters -= 1
 
+    def wait_ready(self, timeout: float) -> bool:
+        """Wait until a block is queued without taking it (a consumer that batches many
+        outputs uses one of them as its clock: it runs right after the mixer's tick)."""
+        if self._queue:
+            return True
+        deadline = time.monotonic() + timeout
+        with self._wlock:
+            self._waiters += 1
+        try:
+            while True:
+                self._ready.clear()
+                if self._queue:
+                    return True
+                remaining = deadline - time.monotonic()
+                if self.closed or remaining <= 0:
+                    return False
+                self._ready.wait(remaining)
+        finally:
+            with self._wlock:
+                self._waiters -= 1
+
     def frame(self, timeout: float | None = None) -> av.AudioFrame:
         """The next block as an s16 stereo 48 kHz AudioFrame stamped with its room-clock pts."""
         pts, samples = self.get(timeout)

@@ -30,6 +30,12 @@ _H8K = _lowpass(3600)
 _DOWN_8K = _H8K.reshape(TAPS // 6, 6)  # [q, p]: the taps that meet input row q, phase p
 _UP_8K = (6 * _H8K).reshape(TAPS // 6, 6)  # [k, p]: output phase p from input sample n-k
 FILTERS = {16000: _lowpass(7200)}
+# the same filters on interleaved stereo: the up one writes each phase to both channels, the
+# down one averages the two channels (the mono downmix) inside the filter
+_UP_8K_STEREO = np.repeat(_UP_8K, 2, axis=1)  # [k, 2p + c]
+_DOWN_8K_STEREO = np.repeat(0.5 * _DOWN_8K.T, 2, axis=0).astype(np.float32)  # [2p + c, q]
+DOWN_HISTORY_STEREO = 2 * DOWN_HISTORY
+BLOCK_OUT = 160  # 8 kHz samples of a 20 ms block
 
 
 def to_mono(blocks: np.ndarray) -> np.ndarray:
@@ -73,6 +79,57 @@ def upsample_8k_batch(samples: np.ndarray, history: np.ndarray) -> np.ndarray:
     windows = np.lib.stride_tricks.sliding_window_view(x, TAPS // 6, axis=1)[:, :m, ::-1]
     y = windows @ _UP_8K
     return np.clip(y.reshape(len(x), 6 * m), -32767, 32767).astype(np.int16)
+
+
+# legs per numpy pass: small temporaries stay in the allocator's heap and the CPU cache, and
+# each product stays under OpenBLAS's threading threshold (m*n*k <= 4 * 65536: 16 legs are
+# 245760 up, 256512 down): its helper threads spin, which on a busy 2-core host costs more
+# than the product itself
+CHUNK = 16
+
+
+def upsample_8k_stereo(samples: np.ndarray, history: np.ndarray) -> list[np.ndarray]:
+    """(n, m) 8 kHz int16 rows to n (6m, 2) 48 kHz stereo int16 blocks, the bus format.
+
+    One BLAS call per chunk of legs on contiguous windows (a strided view makes matmul fall
+    back to a slow loop); the up filter writes each phase to both channels. Chunks, because
+    whole-batch temporaries of a few MB are fresh pages every tick, which costs more in page
+    faults than the filtering."""
+    out: list[np.ndarray] = []
+    m = samples.shape[1]
+    for start in range(0, len(samples), CHUNK):
+        part, hist = samples[start:start + CHUNK], history[start:start + CHUNK]
+        x = np.concatenate([hist, part.astype(np.float32)], axis=1)
+        hist[:] = x[:, -UP_HISTORY:]
+        windows = np.ascontiguousarray(np.lib.stride_tricks.sliding_window_view(x, TAPS // 6, axis=1)[:, :m, ::-1])
+        # one 2-D product per chunk (a 3-D one is a tiny BLAS call per leg): (k*m, 8) @ (8, 12),
+        # 6 output samples x 2 channels per input sample
+        y = windows.reshape(-1, TAPS // 6) @ _UP_8K_STEREO
+        np.clip(y, -32767, 32767, out=y)
+        out.extend(y.astype(np.int16).reshape(len(x), 6 * m, 2))
+    return out
+
+
+def downsample_stereo_8k(blocks: list[np.ndarray], history: np.ndarray) -> np.ndarray:
+    """(960, 2) int16 48 kHz stereo blocks with their (n, DOWN_HISTORY_STEREO) history to
+    (n, 160) int16 8 kHz mono: downmix and 6:1 polyphase decimation in one pass per chunk."""
+    n, h = len(blocks), history.shape[1]
+    result = np.empty((n, BLOCK_OUT), dtype=np.int16)
+    for start in range(0, n, CHUNK):
+        part, hist = blocks[start:start + CHUNK], history[start:start + CHUNK]
+        k = len(part)
+        x = np.empty((k, h + 2 * 960), dtype=np.float32)
+        x[:, :h] = hist
+        x[:, h:] = np.stack(part).reshape(k, -1)
+        hist[:] = x[:, -h:]
+        # z[k, row, q]: tap row q of each 6-sample (12-value) input row; y[k] = sum_q z[k, k + q, q]
+        z = np.ascontiguousarray((x.reshape(-1, 12) @ _DOWN_8K_STEREO).reshape(k, -1, TAPS // 6).transpose(0, 2, 1))
+        y = z[:, 0, 0:BLOCK_OUT].copy()
+        for q in range(1, TAPS // 6):
+            y += z[:, q, q:q + BLOCK_OUT]
+        np.clip(y, -32767, 32767, out=y)
+        result[start:start + k] = y
+    return result
 
 
 class PyAvCodec:

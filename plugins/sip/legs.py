@@ -13,7 +13,9 @@ arrived (NAT latching), to the SDP address before that.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
+import select
 import socket
 import threading
 import time
@@ -28,14 +30,25 @@ import numpy as np
 import structlog
 
 from plugins.sip import dtmf, g711, rtp
-from plugins.sip.codecs import DOWN_HISTORY, UP_HISTORY, PyAvCodec, downsample_batch, to_mono, upsample_8k_batch
+from plugins.sip.codecs import (
+    DOWN_HISTORY,
+    DOWN_HISTORY_STEREO,
+    UP_HISTORY,
+    PyAvCodec,
+    downsample_batch,
+    downsample_stereo_8k,
+    to_mono,
+    upsample_8k_stereo,
+)
 from plugins.sip.sdp import Codec
 
 log = structlog.get_logger(__name__)
 
 TICK = 0.02
 MAX_LAG = 0.2
-MAX_BLOCKS_PER_TICK = 10  # catch-up bound after a late tick (the mix queue holds 10)
+MAX_BLOCKS_PER_TICK = 3  # catch-up bound after a late tick: older blocks are skipped, not sent
+# in a burst (a peer's jitter buffer would drop a burst anyway, and skipping sheds the work
+# that made the tick late)
 
 
 @dataclass(eq=False)
@@ -64,7 +77,9 @@ class MediaLeg:
     packets_out: int = 0
     bytes_in: int = 0
     lost: int = 0
+    skipped: int = 0  # mix blocks not sent because the engine was late
     history: np.ndarray = field(default_factory=lambda: np.zeros((1, DOWN_HISTORY), dtype=np.float32))
+    history_stereo: np.ndarray = field(default_factory=lambda: np.zeros((1, DOWN_HISTORY_STEREO), dtype=np.float32))
     up_history: np.ndarray = field(default_factory=lambda: np.zeros((1, UP_HISTORY), dtype=np.float32))
     pyav: PyAvCodec | None = None
     dtmf_out: deque[tuple[bytes, bool] | None] = field(default_factory=deque)
@@ -97,7 +112,12 @@ class MediaLeg:
 
 
 class LegEngine:
-    """The one thread that runs every leg's media."""
+    """The one thread that runs every leg's media.
+
+    It ticks right after the room mixer (it waits on the newest leg's mix output, with a 20 ms
+    timer as the fallback): running while the mixer sleeps means the two threads don't hand
+    the GIL to each other at every socket call. Receiving asks one epoll set which of the
+    legs' sockets have data, so idle sockets cost no system call."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -105,6 +125,8 @@ class LegEngine:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._poll = select.epoll()
+        self._fds: dict[int, tuple[MediaLeg, bool]] = {}  # fd -> (leg, is RTCP); swapped whole
         self.ticks = 0
         self.tick_seconds = 0.0  # CPU of the ticks, for the benchmark
         self.skipped = 0
@@ -116,6 +138,11 @@ class LegEngine:
     def add(self, leg: MediaLeg) -> None:
         with self._lock:
             self._legs = (*self._legs, leg)
+            fds = dict(self._fds)
+            for sock, rtcp in ((leg.rtp_sock, False), (leg.rtcp_sock, True)):
+                self._poll.register(sock.fileno(), select.EPOLLIN)
+                fds[sock.fileno()] = (leg, rtcp)
+            self._fds = fds
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="sip-media", daemon=True)
             self._thread.start()
@@ -123,6 +150,13 @@ class LegEngine:
     def remove(self, leg: MediaLeg) -> None:
         with self._lock:
             self._legs = tuple(x for x in self._legs if x is not leg)
+            fds = dict(self._fds)
+            for sock in (leg.rtp_sock, leg.rtcp_sock):
+                if fds.get(sock.fileno(), (None,))[0] is leg:
+                    del fds[sock.fileno()]
+                    with contextlib.suppress(OSError, ValueError):
+                        self._poll.unregister(sock.fileno())
+            self._fds = fds
         leg.close()
 
     def stop(self) -> None:
@@ -133,19 +167,37 @@ class LegEngine:
         for leg in self._legs:
             leg.close()
         self._legs = ()
+        self._fds = {}
+        self._poll.close()
 
     # ---------------------------------------------------------------- the worker
+    def _clock(self) -> Any:
+        """The mix output of the newest leg: the mixer fills it last of a room's legs."""
+        for leg in reversed(self._legs):
+            wait = getattr(leg.mix, "wait_ready", None)
+            if wait is not None and not leg.closed:
+                return wait
+        return None
+
     def _run(self) -> None:
         deadline = time.monotonic()
         while not self._stop.is_set():
-            late = time.monotonic() - deadline
-            if late < 0:
-                if self._stop.wait(-late):
-                    return
-            elif late > MAX_LAG:
-                skip = int(late / TICK)
-                self.skipped += skip
-                deadline += skip * TICK
+            wait = self._clock()
+            now = time.monotonic()
+            if wait is not None:
+                wait(2 * TICK)
+                deadline = time.monotonic()
+            else:
+                late = now - deadline
+                if late < 0:
+                    if self._stop.wait(-late):
+                        return
+                elif late > MAX_LAG:
+                    skip = int(late / TICK)
+                    self.skipped += skip
+                    deadline += skip * TICK
+            if self._stop.is_set():
+                return
             started = time.thread_time()
             try:
                 self.tick()
@@ -157,68 +209,83 @@ class LegEngine:
 
     def tick(self) -> None:
         legs = self._legs
+        self._send(legs)  # first: the mix was just made
         now = time.monotonic()
         self._g711_in: list[tuple[MediaLeg, bytes]] = []
-        for leg in legs:
-            if not leg.closed:
-                self._receive(leg, now)
+        self._receive_all(now)
         if self._g711_in:
             self._decode_g711(self._g711_in)
-        self._send(legs)
-
-    # ---------------------------------------------------------------- receiving
-    def _receive(self, leg: MediaLeg, now: float) -> None:
-        packets: list[rtp.RtpPacket] = []
-        sock = leg.rtp_sock
-        while True:
-            try:
-                data, addr = sock.recvfrom(2048)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError:
-                return
-            try:
-                packet = rtp.parse(data)
-            except rtp.RtpError:
-                continue
-            if packet.payload_type == leg.telephone_event:
-                self._event(leg, packet)
-            elif packet.payload_type == leg.codec.payload_type:
-                packets.append(packet)
-            else:
-                continue
-            leg.last_rx = now
-            if addr != leg.remote:  # symmetric RTP: follow the peer's real source (NAT)
-                leg.remote = addr
-                leg.latched = True
-        self._drain(leg.rtcp_sock)
-        if not packets:
-            if (leg.receiving and not leg._timed_out and leg.rtp_timeout
-                    and now - leg.last_rx > leg.rtp_timeout and leg.on_timeout is not None):
+        for leg in legs:  # RTP timeout
+            if (now - leg.last_rx > leg.rtp_timeout and leg.rtp_timeout and leg.receiving
+                    and not leg._timed_out and not leg.closed and leg.on_timeout is not None):
                 leg._timed_out = True
                 self.loop.call_soon_threadsafe(leg.on_timeout)
-            return
-        leg.packets_in += len(packets)
-        if len(packets) > 1:
-            packets.sort(key=lambda p: p.sequence if leg._last_seq is None
-                         else (p.sequence - leg._last_seq) & 0xFFFF)
-        for packet in packets:
-            if leg._last_seq is not None:
-                delta = (packet.sequence - leg._last_seq) & 0xFFFF
-                if delta == 0 or delta > 0x8000:
-                    continue  # duplicate or too late
-                leg.lost += delta - 1
-            leg._last_seq = packet.sequence
-            leg.bytes_in += len(packet.payload)
-            self._decode(leg, packet.payload)
 
-    @staticmethod
-    def _drain(sock: socket.socket) -> None:
-        while True:
-            try:
-                sock.recv(2048)
-            except OSError:
-                return
+    # ---------------------------------------------------------------- receiving
+    def _receive_all(self, now: float) -> None:
+        """Read the sockets epoll says are ready, one datagram per socket per round (level
+        triggered: a socket with more queued is ready again in the next round)."""
+        got: dict[MediaLeg, list[tuple[int, bytes]]] = {}
+        fds = self._fds
+        for _round in range(16):
+            events = self._poll.poll(0)
+            if not events:
+                break
+            for fd, _mask in events:
+                entry = fds.get(fd)
+                if entry is None:
+                    continue
+                leg, rtcp = entry
+                try:
+                    if rtcp:
+                        leg.rtcp_sock.recv(2048)
+                        continue
+                    data, addr = leg.rtp_sock.recvfrom(2048)
+                except OSError:
+                    continue
+                if len(data) < 12 or data[0] & 0xC0 != 0x80:
+                    continue
+                pt = data[1] & 0x7F
+                if pt == leg.codec.payload_type:
+                    if data[0] == 0x80:  # no CSRC, extension or padding: the payload is data[12:]
+                        item = ((data[2] << 8) | data[3], data[12:])
+                    else:
+                        try:
+                            item = (((data[2] << 8) | data[3]), rtp.parse(data).payload)
+                        except rtp.RtpError:
+                            continue
+                    packets = got.get(leg)
+                    if packets is None:
+                        got[leg] = [item]
+                    else:
+                        packets.append(item)
+                elif pt == leg.telephone_event:
+                    try:
+                        self._event(leg, rtp.parse(data))
+                    except rtp.RtpError:
+                        continue
+                else:
+                    continue
+                leg.last_rx = now
+                if addr != leg.remote:  # symmetric RTP: follow the peer's real source (NAT)
+                    leg.remote = addr
+                    leg.latched = True
+        for leg, packets in got.items():
+            if leg.closed:
+                continue
+            leg.packets_in += len(packets)
+            if len(packets) > 1:
+                last = leg._last_seq
+                packets.sort(key=lambda p: p[0] if last is None else (p[0] - last) & 0xFFFF)
+            for sequence, payload in packets:
+                if leg._last_seq is not None:
+                    delta = (sequence - leg._last_seq) & 0xFFFF
+                    if delta == 0 or delta > 0x8000:
+                        continue  # duplicate or too late
+                    leg.lost += delta - 1
+                leg._last_seq = sequence
+                leg.bytes_in += len(payload)
+                self._decode(leg, payload)
 
     def _decode(self, leg: MediaLeg, payload: bytes) -> None:
         track = leg.track  # read once: the loop may detach it meanwhile
@@ -253,8 +320,7 @@ class LegEngine:
             if (gains != 1.0).any():
                 pcm = np.clip(pcm * gains[:, None], -32767, 32767).astype(np.int16)
             history = np.concatenate([leg.up_history for leg, _ in group])
-            up = upsample_8k_batch(pcm, history)
-            stereo = np.repeat(up[:, :, None], 2, axis=2)
+            stereo = upsample_8k_stereo(pcm, history)
             for i, (leg, _) in enumerate(group):
                 leg.up_history = history[i:i + 1]
                 track = leg.track
@@ -276,9 +342,20 @@ class LegEngine:
 
     # ---------------------------------------------------------------- sending
     def _send(self, legs: tuple[MediaLeg, ...]) -> None:
-        """Send every mix block the mixer has queued for each leg (one per 20 ms on time; more
-        after a late tick, so the legs follow the room's clock instead of losing blocks)."""
+        """Send the mix blocks the mixer has queued for each leg: one per 20 ms on time, up to
+        MAX_BLOCKS_PER_TICK after a late tick (so the legs follow the room's clock); beyond
+        that the oldest are skipped, with the RTP timestamp moved on (the peer sees a loss)."""
         pending = [leg for leg in legs if not leg.closed and leg.mix is not None]
+        for leg in pending:
+            mix = leg.mix
+            excess = getattr(mix, "queued", 0) - MAX_BLOCKS_PER_TICK
+            for _ in range(excess):
+                try:
+                    mix.get_nowait()
+                except Empty:
+                    break
+                leg.ts += leg.codec.samples_per_packet
+                leg.skipped += 1
         for _round in range(MAX_BLOCKS_PER_TICK):
             if not pending:
                 return
@@ -287,7 +364,7 @@ class LegEngine:
             more = []
             for leg in pending:
                 mix = leg.mix
-                if mix is None:
+                if mix is None or getattr(mix, "queued", 1) == 0:  # skip get_nowait's Empty path
                     continue
                 try:
                     _pts, block = mix.get_nowait()
@@ -304,15 +381,27 @@ class LegEngine:
                 else:
                     self._send_pyav(leg, block)
             if g711_legs:
-                mono = to_mono(np.stack(g711_blocks))
-                history = np.concatenate([leg.history for leg in g711_legs])
-                low = downsample_batch(mono, history, 8000)
+                history = np.concatenate([leg.history_stereo for leg in g711_legs])
+                low = downsample_stereo_8k(g711_blocks, history)
                 encoded = {"PCMU": g711.encode(low, "PCMU")} if any(x.codec.name == "PCMU" for x in g711_legs) else {}
                 if any(x.codec.name == "PCMA" for x in g711_legs):
                     encoded["PCMA"] = g711.encode(low, "PCMA")
-                for i, leg in enumerate(g711_legs):
-                    leg.history = history[i:i + 1]
-                    self._emit(leg, encoded[leg.codec.name][i].tobytes(), leg.codec.payload_type)
+                payloads = {law: codes.tobytes() for law, codes in encoded.items()}
+                size = low.shape[1]
+                pack = rtp.HEADER.pack
+                for i, leg in enumerate(g711_legs):  # _emit inlined: this runs per leg per tick
+                    leg.history_stereo = history[i:i + 1]
+                    codec = leg.codec
+                    seq, ts = leg.seq, leg.ts
+                    packet = pack(0x80, codec.payload_type, seq, ts & 0xFFFFFFFF, leg.ssrc) + \
+                        payloads[codec.name][i * size:(i + 1) * size]
+                    leg.seq = (seq + 1) & 0xFFFF
+                    leg.ts = ts + codec.samples_per_packet
+                    try:
+                        leg.rtp_sock.sendto(packet, leg.remote)  # type: ignore[arg-type]
+                        leg.packets_out += 1
+                    except OSError:
+                        pass  # a full buffer or an unreachable peer: the next tick tries again
             pending = more
 
     def _send_pyav(self, leg: MediaLeg, block: np.ndarray) -> None:
