@@ -17,7 +17,7 @@ MP4 (PyAV remux) when ``spool.remux_recovered`` is on; other formats are uploade
 Each recovered recording gets an ``egress.recovered`` event naming its files (the vendor's
 305 "left-overs uploaded" case), and its uploads report ``recovered: true``.
 
-Events (``node.events``): ``upload.done`` / ``upload.failed`` with ``{egress_id, room_id,
+Events (``node.events``): ``upload.done`` / ``upload.failed`` with ``{egress_id, room_id, backend,
 filename, key, url, size, recovered, meta, error?: {code, message}}``; ``upload.retry`` after a
 failed attempt that will be retried (``attempt``, ``retry_in_s``, ``error``);
 ``egress.recovered``; ``spool.low_disk`` when a recording is refused for lack of disk.

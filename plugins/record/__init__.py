@@ -150,7 +150,7 @@ class RecordPlugin:
         files: list[dict[str, Any]] = list(task.result.get("files") or [])
         known = next((f for f in files if f.get("filename") == data.get("filename")), None)
         if known is not None:
-            known.update(upload="failed" if failed else "done", **({} if failed else {
+            known.update(upload="failed" if failed else "done", **({"upload_error": data.get("error")} if failed else {
                 "url": data.get("url"), "key": data.get("key", known.get("key"))}))
         elif new is not None:
             files.append(new)
