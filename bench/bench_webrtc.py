@@ -20,6 +20,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,20 @@ LOOPBACK = ['plugins.webrtc.host_addresses=["127.0.0.1"]', 'log.level="warning"'
 def cpu_s() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
+
+
+def thread_cpu_s() -> dict[str, float]:
+    """CPU seconds of each live thread of this process, by thread name (Linux /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for thread in threading.enumerate():
+        try:
+            fields = Path(f"/proc/self/task/{thread.native_id}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        name = "event loop" if thread is threading.main_thread() else thread.name.split("-")[0]
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
 
 
 # ---------------------------------------------------------------------------- child side
@@ -180,11 +195,14 @@ class Bench:
         return json.loads(line)
 
     async def window(self) -> float:
-        """The node's CPU (cores) over a measured window, after a short settle."""
+        """The node's CPU (cores) over a measured window, after a short settle; the share of
+        each thread is left in ``self.threads``."""
         await asyncio.sleep(2)
-        cpu0, wall0 = cpu_s(), time.monotonic()
+        cpu0, wall0, threads0 = cpu_s(), time.monotonic(), thread_cpu_s()
         await asyncio.sleep(self.seconds)
-        return (cpu_s() - cpu0) / (time.monotonic() - wall0)
+        wall = time.monotonic() - wall0
+        self.threads = {name: (cpu - threads0.get(name, 0.0)) / wall for name, cpu in thread_cpu_s().items()}
+        return (cpu_s() - cpu0) / wall
 
     async def stop(self) -> None:
         for proc in self.children:
@@ -262,6 +280,7 @@ async def vp8_decode(seconds: float) -> dict[str, Any]:
                 await asyncio.sleep(0.05)
             assert track is not None
             receiving = await bench.window()
+            receive_threads = bench.threads
             sub = track.subscribe_video()  # what the compositor does: frames wanted, so the track decodes
             decoding = await bench.window()
             frames = sub.received
@@ -274,7 +293,7 @@ async def vp8_decode(seconds: float) -> dict[str, Any]:
                 "decode_cpu": decoding - receiving, "receive_and_decode_cpu": decoding - idle,
                 "decode_ratio": (decoding - receiving) / reference,
                 "receive_and_decode_ratio": (decoding - idle) / reference, "frames_decoded": frames,
-                "mbps": probe(path)[1]}
+                "mbps": probe(path)[1], "receive_threads": receive_threads}
 
 
 def verdict(met: bool) -> str:
@@ -308,6 +327,9 @@ async def main(seconds: float, only: str | None, runs: int) -> None:
                   f"buffer) at {vp8['receive_cpu']:.3f} and decodes it at {vp8['decode_cpu']:.3f} cores "
                   f"(decode alone {vp8['decode_ratio']:.2f}x ffmpeg); {vp8['frames_decoded']} frames decoded "
                   "in the window", flush=True)
+            shares = ", ".join(f"{name} {cpu:.3f}" for name, cpu in sorted(vp8["receive_threads"].items(),
+                                                                            key=lambda kv: -kv[1]) if cpu >= 0.001)
+            print(f"  node threads while receiving (cores): {shares}", flush=True)
         spread = f", runs {' '.join(f'{r:.2f}' for r in ratios)}" if runs > 1 else ""
         ratio = statistics.median(ratios)
         summary.append(f"[3] VP8 720p30 receive + decode CPU vs ffmpeg decoding the same stream: {ratio:.2f}x "

@@ -3,9 +3,9 @@
 ``POST /whip/{room}`` publishes, ``POST /whep/{room}[/{participant}]`` plays; both answer 201
 with the SDP answer (every candidate gathered in: OBS does not trickle), ``Location`` (the
 session resource ``/webrtc/sessions/{id}``) and ``ETag``. ``DELETE`` on the resource ends
-the session; ``PATCH`` (trickle ICE, ICE restart) is not supported: 405, as RFC 9725 allows,
-so clients send every candidate in the offer. ``OPTIONS`` answers CORS preflights and lists
-the ICE servers as ``Link`` headers.
+the session; ``PATCH`` with an ``application/trickle-ice-sdpfrag`` body adds trickled
+candidates (:mod:`.trickle`; an ICE restart is refused with 422: POST a new offer).
+``OPTIONS`` answers CORS preflights and lists the ICE servers as ``Link`` headers.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from aiohttp import web
 from gateway.api.middleware import error_response
 from gateway.errors import BadRequest, Forbidden, MediagateError, UnsupportedMediaType
 from gateway.rooms.participant import ParticipantKind
-from plugins.webrtc import auth, cors, ice
+from plugins.webrtc import auth, cors, ice, trickle
 from plugins.webrtc.player import PlaySession
 from plugins.webrtc.publisher import PublishSession
 from plugins.webrtc.sdp import check_playable, check_publishable, parse_offer
@@ -149,29 +149,48 @@ class WebRTCRoutes:
         return self._created(session, answer)
 
     # ---------------------------------------------------------------- resources
-    async def delete(self, request: web.Request) -> web.StreamResponse:
+    def _owned(self, request: web.Request) -> object:
+        """The session named in the path, if the caller created it (or is an operator)."""
         session = self.plugin.registry.get(request.match_info["session_id"])
         token = auth.bearer(request)
         if token != session.caller_token:
             who = self.node.tokens.verify(token)
             if not who.is_operator:
                 raise Forbidden("this token did not create the session", code="not_session_owner")
-        await session.end("deleted")
+        return session
+
+    async def delete(self, request: web.Request) -> web.StreamResponse:
+        session = self._owned(request)
+        await session.end("deleted")  # type: ignore[attr-defined]
         return web.Response(status=200)
 
     async def patch(self, request: web.Request) -> web.StreamResponse:
-        self.plugin.registry.get(request.match_info["session_id"])
-        err = MediagateError("trickle ICE and ICE restarts are not supported: send every candidate in the offer, "
-                             "and POST a new offer to restart", code="method_not_allowed", status=405)
-        response = error_response(err)
-        response.headers["Allow"] = "DELETE, OPTIONS"
+        """Trickle ICE (RFC 9725 §4.3.1): the client's later candidates; 204, nothing to send back."""
+        session = self._owned(request)
+        if request.content_type != "application/trickle-ice-sdpfrag":
+            raise UnsupportedMediaType("send candidates as application/trickle-ice-sdpfrag, not "
+                                       f"{request.content_type or 'nothing'}", code="unsupported_media_type")
+        if_match = request.headers.get("If-Match")
+        if if_match is not None and if_match.strip() not in ("*", session.etag):  # type: ignore[attr-defined]
+            err = MediagateError("If-Match does not name this ICE session's ETag", code="etag_mismatch",
+                                 status=412)
+            return error_response(err)
+        try:
+            text = await request.text()
+        except UnicodeDecodeError as exc:
+            raise BadRequest("the sdpfrag is not UTF-8 text", code="bad_sdpfrag") from exc
+        await trickle.apply(session.pc, trickle.parse_sdpfrag(text))  # type: ignore[attr-defined]
+        response = web.Response(status=204)
+        response.headers["ETag"] = session.etag  # type: ignore[attr-defined]
         return response
 
     async def options(self, request: web.Request) -> web.StreamResponse:
         response = web.Response(status=204)
         is_resource = "session_id" in request.match_info
         response.headers["Allow"] = "DELETE, PATCH, OPTIONS" if is_resource else "POST, OPTIONS"
-        if not is_resource:
+        if is_resource:
+            response.headers["Accept-Patch"] = "application/trickle-ice-sdpfrag"
+        else:
             response.headers["Accept-Post"] = "application/sdp"
         for link in ice.link_headers(self.config.ice_servers):
             response.headers.add("Link", link)

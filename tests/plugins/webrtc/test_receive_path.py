@@ -79,3 +79,20 @@ async def test_drive_runs_now_or_finishes_in_a_task() -> None:
     for _ in range(5):
         await asyncio.sleep(0)
     assert done == ["quick", "slow 5"]
+
+
+def test_sdpfrag_parse() -> None:
+    from gateway.errors import BadRequest
+    from plugins.webrtc.trickle import parse_sdpfrag
+
+    frag = parse_sdpfrag("a=ice-ufrag:abcd\r\na=ice-pwd:secret\r\nm=audio 9 UDP/TLS/RTP/SAVPF 0\r\na=mid:0\r\n"
+                         "a=candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host\r\nm=video 9 UDP/TLS/RTP/SAVPF 0\r\n"
+                         "a=mid:1\r\na=candidate:2 1 udp 2130706431 127.0.0.1 5002 typ host\r\na=end-of-candidates\r\n")
+    assert (frag.ufrag, frag.pwd, frag.end_of_candidates) == ("abcd", "secret", True)
+    assert [mid for mid, _ in frag.candidates] == ["0", "1"]
+    try:
+        parse_sdpfrag("candidate without a=")
+    except BadRequest as exc:
+        assert exc.code == "bad_sdpfrag"
+    else:
+        raise AssertionError("a line that is not SDP was accepted")

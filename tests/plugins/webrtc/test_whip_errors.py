@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from aiortc import RTCSessionDescription
+
 from gateway.security import Permission
 from tests.api.conftest import EventLog
 from tests.e2e.helpers import REPO
@@ -79,20 +81,50 @@ async def test_options_patch_and_cors(make_node: object) -> None:
         assert response.status == 404
 
 
-async def test_patch_is_a_documented_405_and_ingress_bearer_publishes(rtc: Rtc, green_ts: Path) -> None:
+async def test_trickle_patch_and_ingress_bearer_publishes(rtc: Rtc, green_ts: Path) -> None:
     room = (await rtc.api.create_room(room_id="ingress"))["room_id"]
     response = await rtc.client.post(f"/v1/rooms/{room}/ingress", json={"kind": "whip", "identity": "obs"},
                                      headers=rtc.api.auth)
     assert response.status == 201, await response.text()
     ingress = await response.json()
     assert ingress["whip_url"] == f"{rtc.url}/whip/{room}" and ingress["bearer_token"]
+    bearer = {"Authorization": f"Bearer {ingress['bearer_token']}"}
     publisher = Publisher(green_ts)
     try:
-        status, headers = await publisher.publish(rtc.url, room, ingress["bearer_token"])
-        assert status == 201
-        response = await rtc.client.patch(headers["Location"], data="a=end-of-candidates",
-                                          headers={"Content-Type": "application/trickle-ice-sdpfrag"})
-        assert response.status == 405 and "DELETE" in response.headers["Allow"]
+        # a trickling client: the offer without candidates, which follow in a PATCH
+        offer = await publisher.offer()
+        lines = offer.split("\r\n")
+        candidates = [line for line in lines if line.startswith("a=candidate:")]
+        bare = "\r\n".join(line for line in lines if not line.startswith(("a=candidate:", "a=end-of-candidates")))
+        status, headers, answer = await post_sdp(f"{rtc.url}/whip/{room}", bare, ingress["bearer_token"])
+        assert status == 201, answer
+        location, etag = headers["Location"], headers["ETag"]
+        session = next(iter(rtc.plugin.registry.sessions.values()))
+        ice_transport = session.pc.getTransceivers()[0].receiver.transport.transport
+        assert ice_transport.getRemoteCandidates() == []
+        ufrag = next(line for line in lines if line.startswith("a=ice-ufrag:"))
+        pwd = next(line for line in lines if line.startswith("a=ice-pwd:"))
+        mid = next(line for line in lines if line.startswith("a=mid:"))
+        frag = "\r\n".join([ufrag, pwd, "m=audio 9 UDP/TLS/RTP/SAVPF 0", mid, *candidates,
+                             "a=end-of-candidates", ""])
+        sdpfrag = {"Content-Type": "application/trickle-ice-sdpfrag", **bearer}
+        wrong = await rtc.client.patch(location, data=frag, headers={**sdpfrag, "If-Match": '"stale"'})
+        assert wrong.status == 412
+        restart = frag.replace(ufrag, "a=ice-ufrag:newfrag")
+        refused = await rtc.client.patch(location, data=restart, headers={**sdpfrag, "If-Match": "*"})
+        assert refused.status == 422 and (await refused.json())["error"]["code"] == "ice_restart_unsupported"
+        not_frag = await rtc.client.patch(location, data=frag, headers={"Content-Type": "application/sdp", **bearer})
+        assert not_frag.status == 415
+        stranger = await rtc.client.patch(location, data=frag, headers={
+            "Content-Type": "application/trickle-ice-sdpfrag",
+            "Authorization": f"Bearer {await rtc.api.join_token(room, 'mallory')}"})
+        assert stranger.status == 403
+        response = await rtc.client.patch(location, data=frag, headers={**sdpfrag, "If-Match": etag})
+        assert response.status == 204, await response.text()
+        assert len(ice_transport.getRemoteCandidates()) == len(candidates) > 0
+        await publisher.pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+        await wait_for(lambda: session.connected_at is not None, "the trickled session connected")
+        await wait_for(lambda: any(f.packets for f in session.feeds), "media arrived")
         described = await (await rtc.client.get(f"/v1/ingress/{ingress['ingress_id']}", headers=rtc.api.auth)).json()
         assert described["state"] == "publishing" and described["participant_id"]
         assert [p["kind"] for p in await rtc.api.participants(room)] == ["whip"]
