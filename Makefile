@@ -10,6 +10,8 @@ PORT   ?=
 # real peers (ffmpeg/ffprobe, curl) and a PostgreSQL server for the store.
 RUN_DEBS  := fonts-noto-cjk
 TEST_DEBS := $(RUN_DEBS) ffmpeg curl postgresql chromium chromium-driver nginx libnginx-mod-rtmp sip-tester baresip espeak-ng
+# references the benchmarks measure against (bench_sip_media: Janus AudioBridge)
+BENCH_DEBS := janus
 
 .PHONY: run test lint bench clean debs-run debs-test
 
@@ -37,7 +39,10 @@ test: $(VENV)/.installed debs-test
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
 
-bench: $(VENV)/.installed debs-test
+debs-bench:
+	@sh contrib/scripts/ensure-debs.sh $(BENCH_DEBS)
+
+bench: $(VENV)/.installed debs-test debs-bench
 	$(BIN)/python -m bench
 
 clean:
