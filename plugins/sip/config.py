@@ -19,6 +19,7 @@ class SipConfig(BaseModel):
     advertised_address: str = ""  # the address put in Via/Contact/SDP (NAT); default: host
     rtp_port_min: int = Field(20000, ge=0, le=65535)  # 0: let the OS pick every port
     rtp_port_max: int = Field(30000, ge=0, le=65535)
+    rtp_pool_size: int = Field(32, ge=0)  # RTP socket pairs kept open ahead (off the loop); 0: open per call
     rcvbuf_bytes: int = Field(4 << 20, ge=65536)  # SO_RCVBUF of the SIP and RTP sockets
     codecs: list[str] = ["PCMU", "PCMA", "G722", "opus"]  # preference for offers; answers follow the offer
     max_calls: int = Field(500, ge=1)  # beyond this a new INVITE gets 503 + Retry-After

@@ -29,6 +29,7 @@ from plugins.sip.dtmf import info_digit
 from plugins.sip.endpoint import ALLOW, Endpoint
 from plugins.sip.legs import LegEngine, MediaLeg
 from plugins.sip.message import Parsed, SipRequest
+from plugins.sip.portpool import PortPool
 from plugins.sip.prompts import PromptPlayer, load_blocks, make_prompts
 from plugins.sip.routing import Decision, RouteRule, from_hook, pick
 from plugins.sip.rtp import PortAllocator
@@ -68,6 +69,7 @@ class SipService:
                                  rcvbuf=config.rcvbuf_bytes)
         self.endpoint.core = self
         self.ports = PortAllocator(config.rtp_port_min, config.rtp_port_max, config.host, config.rcvbuf_bytes)
+        self.port_pool = PortPool(self.ports, config.rtp_pool_size)
         self.store = SipStore(node.store.engine)
         self.engine: LegEngine | None = None
         self.calls: dict[str, Call] = {}
@@ -104,6 +106,7 @@ class SipService:
             await self.reload()
             return
         await self.reload()
+        self.port_pool.start()
         if any(rule.pin for rule in self.routes):  # made at first start when PIN routes exist, else on first use
             self._prompts_task = self.spawn(self._load_prompts(), "sip-prompts")
         await self.gates.start()
@@ -127,6 +130,7 @@ class SipService:
             task.cancel()
         if self.engine is not None:
             self.engine.stop()
+        self.port_pool.close()
         await self.endpoint.close()
 
     async def reload(self) -> None:
@@ -315,7 +319,7 @@ class SipService:
         if call.finished:  # cancelled while routing
             return 0
         try:
-            rtp_sock, rtcp_sock = self.ports.open()
+            rtp_sock, rtcp_sock, call.media_port = self.port_pool.take()
         except OSError:
             return 503
         call.codec = answer.codec.name
@@ -323,7 +327,6 @@ class SipService:
                        rtp_timeout=self.config.rtp_timeout_s)
         leg.sending = answer.direction in ("sendrecv", "sendonly")
         call.leg = leg
-        call.media_port = rtp_sock.getsockname()[1]
         self._wire_leg(call, leg)
         body = sdp.build(self.advertised, call.media_port, [answer.codec], answer.telephone_event, answer.direction)
         assert call.dialog is not None
@@ -556,14 +559,13 @@ class SipService:
                     gain_db=gain_db, gate_id=gate_id, callback_url=callback_url)
         call.identity = identity or f"sip_{user_of(uri) or 'callee'}_{call.call_id[3:9]}"
         try:
-            rtp_sock, rtcp_sock = self.ports.open()
+            rtp_sock, rtcp_sock, call.media_port = self.port_pool.take()
         except OSError as exc:
             raise NoCapacity("no RTP port free", code="sip_no_ports") from exc
         offer_codecs = [sdp.codec(name) for name in codecs]
         leg = MediaLeg(rtp_sock, rtcp_sock, offer_codecs[0], TELEPHONE_EVENT_PT, None,
                        rtp_timeout=self.config.rtp_timeout_s)
         call.leg = leg
-        call.media_port = leg.local_port
         self._wire_leg(call, leg)
         call.dialog = Dialog(sipmsg.new_id(96) + "@mediagate", sipmsg.new_tag(), None, local_uri=local_uri,
                              remote_uri=f"<{uri}>", remote_target=uri, peer=peer)
