@@ -334,7 +334,7 @@ class SipService:
         if not decision.pin:
             # in the room before the 200: a BYE cannot overtake the join (it needs the 200's tag)
             try:
-                await self._join(call)
+                await self._join(call, attach=False)
             except Exception as exc:
                 log.info("inbound join failed", call_id=call.call_id, error=str(exc))
                 return 503 if isinstance(exc, NoCapacity) else 480
@@ -344,11 +344,20 @@ class SipService:
         self.endpoint.respond(txn, 200, to_tag=call.dialog.local_tag, body=body.encode(),
                               headers=[("Contact", self.contact), ("Allow", ALLOW), ("Supported", "timer"),
                                        ("Session-Expires", f"{self.config.session_expires_s};refresher=uac")])
-        self.engine.add(leg)  # type: ignore[union-attr]
+        # the media starts with the ACK (the dialog confirmed): a caller that hangs up at once
+        # never costs the media threads a tick, and one whose ACK never comes is ended by timer H
+        txn.on_ack = lambda _parsed: self._confirmed(call, decision.pin)
         call.set_state(CallState.CONNECTED, sip_status=200)
-        if decision.pin:
-            self.spawn(self._pin_then_join(call, decision.pin), "sip-pin")
         return 0
+
+    def _confirmed(self, call: Call, pin: str | None) -> None:
+        if call.finished or call.leg is None or self.engine is None:
+            return
+        self.engine.add(call.leg)
+        if pin:
+            self.spawn(self._pin_then_join(call, pin), "sip-pin")
+        else:
+            self._attach_media(call)
 
     async def _leave(self, call: Call, reason: str) -> None:
         self._detach_media(call)
@@ -360,7 +369,7 @@ class SipService:
         leg.on_timeout = lambda: self.spawn(self.hangup(call, reason="rtp_timeout"))
         leg.gain = gain_factor(call.gain_db)
 
-    async def _join(self, call: Call) -> None:
+    async def _join(self, call: Call, *, attach: bool = True) -> None:
         """The leg becomes a participant: its audio a track on the bus, its ears a mix-minus."""
         assert call.room_id is not None and call.leg is not None
         identity = call.identity or f"sip_{(user_of(call.remote.strip('<>')) or 'anonymous')}_{call.call_id[3:9]}"
@@ -370,7 +379,8 @@ class SipService:
                                                  metadata={"sip_call_id": call.call_id})
         participant.edge = call
         call.participant_id = participant.participant_id
-        self._attach_media(call)
+        if attach:
+            self._attach_media(call)
 
     def _attach_media(self, call: Call) -> None:
         room = self.node.rooms.rooms.get(call.room_id or "")
