@@ -346,7 +346,8 @@ class SipService:
                                        ("Session-Expires", f"{self.config.session_expires_s};refresher=uac")])
         # the media starts with the ACK (the dialog confirmed): a caller that hangs up at once
         # never costs the media threads a tick, and one whose ACK never comes is ended by timer H
-        txn.on_ack = lambda _parsed: self._confirmed(call, decision.pin)
+        # (after the datagrams already read: a BYE right behind the ACK ends the call first)
+        txn.on_ack = lambda _parsed: asyncio.get_running_loop().call_soon(self._confirmed, call, decision.pin)
         call.set_state(CallState.CONNECTED, sip_status=200)
         return 0
 
