@@ -10,14 +10,17 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import random
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
+
+# unique, not secret: uuid4 reads os.urandom per id (a GIL-releasing syscall on the loop)
+_IDS = random.Random()
 
 log = structlog.get_logger(__name__)
 
@@ -51,7 +54,7 @@ class Event:
     event: str
     room_id: str | None
     data: dict[str, Any]
-    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    id: str = field(default_factory=lambda: f"{_IDS.getrandbits(128):032x}")
     ts_ms: int = field(default_factory=lambda: int(time.time() * 1000))
 
     def to_dict(self) -> dict[str, Any]:

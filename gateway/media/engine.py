@@ -200,7 +200,7 @@ class RoomMedia:
 
     def refresh(self) -> None:
         """Re-lay out every composite (participants, tracks, speaker or room layout changed)."""
-        if self.closed:
+        if self.closed or not self.composites:  # nothing to lay out (an audio-only room): no layout built
             return
         room_layout = self.service.room_layout(self.room)
         for handle in list(self.composites.values()):

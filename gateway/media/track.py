@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import itertools
 import queue
+import random
 import threading
-import uuid
 from dataclasses import dataclass
 from enum import StrEnum
 from fractions import Fraction
@@ -28,6 +28,9 @@ import structlog
 from gateway.media.audio import frame_to_samples, new_resampler
 from gateway.media.clock import AUDIO_TIME_BASE, VIDEO_TIME_BASE, RoomClock
 from gateway.media.jitter import AudioJitterBuffer
+
+# unique, not secret: uuid4 reads os.urandom per id (a GIL-releasing syscall on the loop)
+_IDS = random.Random()
 
 log = structlog.get_logger(__name__)
 
@@ -154,7 +157,7 @@ class Track:
         self.kind = TrackKind(kind)
         self.source = TrackSource(source)
         self.participant_id = participant_id
-        self.track_id = track_id or f"TR_{uuid.uuid4().hex[:12]}"
+        self.track_id = track_id or f"TR_{_IDS.getrandbits(48):012x}"
         self.name = name
         self.clock = clock
         self.codec = codec

@@ -7,12 +7,12 @@ failed (3, with the SIP status). Every change is a ``sip.call.state`` event on t
 from __future__ import annotations
 
 import time
-import uuid
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from plugins.sip.dialog import Dialog
+from plugins.sip.message import new_id
 
 if TYPE_CHECKING:
     from plugins.sip.legs import MediaLeg
@@ -41,7 +41,7 @@ class Call:
     remote: str  # the other side's URI
     local: str
     caller_name: str = ""
-    call_id: str = field(default_factory=lambda: f"SC_{uuid.uuid4().hex[:12]}")
+    call_id: str = field(default_factory=lambda: f"SC_{new_id(48)}")
     state: CallState = CallState.CALLING
     sip_status: int | None = None
     reason: str = ""
@@ -65,6 +65,7 @@ class Call:
     ended_at: float | None = None
     pin_waiter: Any = None  # asyncio.Queue of digits while a PIN is being collected
     cancel_requested: bool = False
+    media_port: int | None = None  # the leg's RTP port, kept: describe() runs for every event
 
     def __post_init__(self) -> None:
         self.history.append({"state": self.state.value, "ts_ms": int(self.created_at * 1000)})
@@ -99,7 +100,7 @@ class Call:
         leg = self.leg
         media = None
         if leg is not None:
-            media = {"codec": self.codec, "local_port": leg.local_port if not leg.closed else None,
+            media = {"codec": self.codec, "local_port": self.media_port if not leg.closed else None,
                      "remote": f"{leg.remote[0]}:{leg.remote[1]}" if leg.remote else None,
                      "packets_in": leg.packets_in, "packets_out": leg.packets_out, "lost": leg.lost}
         return {"call_id": self.call_id, "direction": self.direction, "room_id": self.room_id,

@@ -19,10 +19,18 @@ class SipConfig(BaseModel):
     advertised_address: str = ""  # the address put in Via/Contact/SDP (NAT); default: host
     rtp_port_min: int = Field(20000, ge=0, le=65535)  # 0: let the OS pick every port
     rtp_port_max: int = Field(30000, ge=0, le=65535)
+    rtp_pool_size: int = Field(32, ge=0)  # RTP socket pairs kept open ahead (off the loop); 0: open per call
     rcvbuf_bytes: int = Field(4 << 20, ge=65536)  # SO_RCVBUF of the SIP and RTP sockets
     codecs: list[str] = ["PCMU", "PCMA", "G722", "opus"]  # preference for offers; answers follow the offer
     max_calls: int = Field(500, ge=1)  # beyond this a new INVITE gets 503 + Retry-After
     retry_after_s: int = Field(5, ge=1)
+    # a new INVITE also gets 503 while this many set-ups are already in progress (routing,
+    # joining): the node is behind, and queueing more only makes every caller retransmit
+    max_pending_setups: int = Field(200, ge=1)
+    # Python's GIL switch interval while the edge runs (ms; 0 leaves the default 5 ms). The
+    # loop gives the GIL away on every socket call; with the media threads busy it waits a
+    # full interval to get it back, which caps the set-up rate. Lowered, never raised.
+    gil_switch_interval_ms: float = Field(1.0, ge=0)
     rtp_timeout_s: float = Field(30.0, ge=0)  # no RTP for this long ends the call (0: never)
     session_expires_s: int = Field(1800, ge=90)  # RFC 4028 session timer we ask for / accept
     allow_anonymous: bool = True  # accept calls not from a gate or registered account

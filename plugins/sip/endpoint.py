@@ -69,6 +69,10 @@ class Endpoint:
 
     # ---------------------------------------------------------------- receiving
     def _received(self, data: bytes, peer: Peer) -> None:
+        resent = self.table.by_raw(data)
+        if resent is not None:
+            resent.retransmitted()  # O(1), no parse: what a caller resends while we are busy
+            return
         try:
             parsed = sipmsg.parse(data)
         except BadMessage as exc:
@@ -76,7 +80,7 @@ class Endpoint:
             self._answer_bad(exc, peer)
             return
         if parsed.is_request:
-            self._request(parsed, peer)
+            self._request(parsed, peer, data if peer.transport == "udp" else b"")
         else:
             ctx = self.table.client.get((parsed.branch, parsed.cseq.method))
             if ctx is not None:
@@ -96,7 +100,7 @@ class Endpoint:
         except Exception:
             pass
 
-    def _request(self, parsed: Parsed, peer: Peer) -> None:
+    def _request(self, parsed: Parsed, peer: Peer, raw: bytes = b"") -> None:
         request: SipRequest = parsed.message  # type: ignore[assignment]
         method = request.method
         key = server_key(parsed)
@@ -116,7 +120,7 @@ class Endpoint:
             existing.retransmitted()
             return
         txn = ServerTransaction(request, parsed, peer, self.transport.send)
-        self.table.server[key] = txn
+        self.table.add_server(key, txn, raw)
         if method == "CANCEL":
             self._cancel(txn, parsed)
             return

@@ -8,6 +8,7 @@ Responses are built here (§8.2.6) so a To-tag is added once, only when the requ
 
 from __future__ import annotations
 
+import random
 import re
 import secrets
 from dataclasses import dataclass
@@ -61,12 +62,22 @@ class Parsed:
         return isinstance(self.message, SipRequest)
 
 
+# Tags, branches and Call-IDs need to be unique, not secret (RFC 3261 §19.3): a PRNG seeded
+# once from the OS. secrets/uuid4 read os.urandom each time, a syscall that releases the GIL
+# and, when the media threads hold it, costs the event loop up to a switch interval per call.
+_ids = random.Random(secrets.randbits(128))
+
+
+def new_id(bits: int) -> str:
+    return f"{_ids.getrandbits(bits):0{bits // 4}x}"
+
+
 def new_tag() -> str:
-    return secrets.token_hex(6)
+    return new_id(48)
 
 
 def new_branch() -> str:
-    return "z9hG4bK" + secrets.token_hex(8)  # RFC 3261 §8.1.1.7 magic cookie
+    return "z9hG4bK" + new_id(64)  # RFC 3261 §8.1.1.7 magic cookie
 
 
 def tag_of(value: str | None) -> str | None:

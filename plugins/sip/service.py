@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-import secrets
+import sys
 from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,6 +29,7 @@ from plugins.sip.dtmf import info_digit
 from plugins.sip.endpoint import ALLOW, Endpoint
 from plugins.sip.legs import LegEngine, MediaLeg
 from plugins.sip.message import Parsed, SipRequest
+from plugins.sip.portpool import PortPool
 from plugins.sip.prompts import PromptPlayer, load_blocks, make_prompts
 from plugins.sip.routing import Decision, RouteRule, from_hook, pick
 from plugins.sip.rtp import PortAllocator
@@ -68,6 +69,7 @@ class SipService:
                                  rcvbuf=config.rcvbuf_bytes)
         self.endpoint.core = self
         self.ports = PortAllocator(config.rtp_port_min, config.rtp_port_max, config.host, config.rcvbuf_bytes)
+        self.port_pool = PortPool(self.ports, config.rtp_pool_size)
         self.store = SipStore(node.store.engine)
         self.engine: LegEngine | None = None
         self.calls: dict[str, Call] = {}
@@ -80,6 +82,7 @@ class SipService:
         self.gates: GateManager | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.rejected_busy = 0
+        self.pending_setups = 0  # inbound INVITEs between receipt and their final response
         self.disabled = False
 
     # ---------------------------------------------------------------- lifecycle
@@ -88,6 +91,9 @@ class SipService:
         from plugins.sip.registrar import Registrar
 
         self.engine = LegEngine(asyncio.get_running_loop())
+        interval = self.config.gil_switch_interval_ms / 1000
+        if interval and interval < sys.getswitchinterval():
+            sys.setswitchinterval(interval)
         self.registrar = Registrar(self)
         self.gates = GateManager(self)
         try:
@@ -100,6 +106,7 @@ class SipService:
             await self.reload()
             return
         await self.reload()
+        self.port_pool.start()
         if any(rule.pin for rule in self.routes):  # made at first start when PIN routes exist, else on first use
             self._prompts_task = self.spawn(self._load_prompts(), "sip-prompts")
         await self.gates.start()
@@ -123,6 +130,7 @@ class SipService:
             task.cancel()
         if self.engine is not None:
             self.engine.stop()
+        self.port_pool.close()
         await self.endpoint.close()
 
     async def reload(self) -> None:
@@ -186,7 +194,7 @@ class SipService:
     # ---------------------------------------------------------------- inbound INVITE
     def _inbound(self, txn: ServerTransaction) -> None:
         request: SipRequest = txn.request
-        if self.active_calls >= self.config.max_calls:
+        if self.active_calls >= self.config.max_calls or self.pending_setups >= self.config.max_pending_setups:
             self.rejected_busy += 1
             self.endpoint.respond(txn, 503, headers=[("Retry-After", str(self.config.retry_after_s))])
             return
@@ -229,6 +237,7 @@ class SipService:
                              route_set=list(request.headers.get("record-route")))
         self.calls[call.call_id] = call
         self.by_sip[call.dialog.call_id] = call
+        self.pending_setups += 1
         self.spawn(self._answer(call, txn, offer, answer, number, caller), "sip-inbound")
 
     def _caller(self, txn: ServerTransaction) -> dict[str, Any] | None:
@@ -284,6 +293,8 @@ class SipService:
         except Exception:
             log.exception("inbound call failed", call_id=call.call_id)
             status = 500
+        finally:
+            self.pending_setups -= 1
         if status:
             if txn.finished_at is None:
                 self.endpoint.respond(txn, status, to_tag=call.dialog.local_tag if call.dialog else None,
@@ -308,7 +319,7 @@ class SipService:
         if call.finished:  # cancelled while routing
             return 0
         try:
-            rtp_sock, rtcp_sock = self.ports.open()
+            rtp_sock, rtcp_sock, call.media_port = self.port_pool.take()
         except OSError:
             return 503
         call.codec = answer.codec.name
@@ -317,33 +328,49 @@ class SipService:
         leg.sending = answer.direction in ("sendrecv", "sendonly")
         call.leg = leg
         self._wire_leg(call, leg)
-        body = sdp.build(self.advertised, leg.local_port, [answer.codec], answer.telephone_event, answer.direction)
+        body = sdp.build(self.advertised, call.media_port, [answer.codec], answer.telephone_event, answer.direction)
         assert call.dialog is not None
         txn.on_timeout = lambda: self.spawn(self.hangup(call, reason="no_ack"))
-        call.set_state(CallState.RINGING)
+        if not decision.pin:
+            # in the room before the 200: a BYE cannot overtake the join (it needs the 200's tag)
+            try:
+                await self._join(call, attach=False)
+            except Exception as exc:
+                log.info("inbound join failed", call_id=call.call_id, error=str(exc))
+                return 503 if isinstance(exc, NoCapacity) else 480
+            if call.finished:  # cancelled while joining: _teardown found no participant yet
+                await self._leave(call, "sip_cancelled")
+                return 0
         self.endpoint.respond(txn, 200, to_tag=call.dialog.local_tag, body=body.encode(),
                               headers=[("Contact", self.contact), ("Allow", ALLOW), ("Supported", "timer"),
                                        ("Session-Expires", f"{self.config.session_expires_s};refresher=uac")])
-        self.engine.add(leg)  # type: ignore[union-attr]
-        if decision.pin:
-            call.set_state(CallState.CONNECTED, sip_status=200)
-            self.spawn(self._pin_then_join(call, decision.pin), "sip-pin")
-            return 0
-        try:
-            await self._join(call)
-        except Exception as exc:
-            log.info("inbound join failed", call_id=call.call_id, error=str(exc))
-            await self.hangup(call, reason="join_failed")
-            return 0
+        # the media starts with the ACK (the dialog confirmed): a caller that hangs up at once
+        # never costs the media threads a tick, and one whose ACK never comes is ended by timer H
+        # (after the datagrams already read: a BYE right behind the ACK ends the call first)
+        txn.on_ack = lambda _parsed: asyncio.get_running_loop().call_soon(self._confirmed, call, decision.pin)
         call.set_state(CallState.CONNECTED, sip_status=200)
         return 0
+
+    def _confirmed(self, call: Call, pin: str | None) -> None:
+        if call.finished or call.leg is None or self.engine is None:
+            return
+        self.engine.add(call.leg)
+        if pin:
+            self.spawn(self._pin_then_join(call, pin), "sip-pin")
+        else:
+            self._attach_media(call)
+
+    async def _leave(self, call: Call, reason: str) -> None:
+        self._detach_media(call)
+        if call.room_id and call.participant_id:
+            await self.node.rooms.leave(call.room_id, call.participant_id, reason)
 
     def _wire_leg(self, call: Call, leg: MediaLeg) -> None:
         leg.on_digit = lambda digit: self.digit(call, digit)
         leg.on_timeout = lambda: self.spawn(self.hangup(call, reason="rtp_timeout"))
         leg.gain = gain_factor(call.gain_db)
 
-    async def _join(self, call: Call) -> None:
+    async def _join(self, call: Call, *, attach: bool = True) -> None:
         """The leg becomes a participant: its audio a track on the bus, its ears a mix-minus."""
         assert call.room_id is not None and call.leg is not None
         identity = call.identity or f"sip_{(user_of(call.remote.strip('<>')) or 'anonymous')}_{call.call_id[3:9]}"
@@ -353,7 +380,8 @@ class SipService:
                                                  metadata={"sip_call_id": call.call_id})
         participant.edge = call
         call.participant_id = participant.participant_id
-        self._attach_media(call)
+        if attach:
+            self._attach_media(call)
 
     def _attach_media(self, call: Call) -> None:
         room = self.node.rooms.rooms.get(call.room_id or "")
@@ -485,7 +513,9 @@ class SipService:
         self.endpoint.respond(txn, 200)
         if call.invite_txn is not None and call.invite_txn.finished_at is None:
             self.endpoint.respond(call.invite_txn, 487, to_tag=call.dialog.local_tag)
-        self.spawn(self.hangup(call, reason="hangup", send=False), "sip-bye")
+        if self._end(call, CallState.ENDED, reason="hangup"):
+            self.spawn(self.node.rooms.leave(call.room_id, call.participant_id, "sip_hangup"),  # type: ignore[arg-type]
+                       "sip-bye")
 
     def _reinvite(self, txn: ServerTransaction) -> None:
         call = self.by_sip.get(txn.parsed.call_id)
@@ -540,7 +570,7 @@ class SipService:
                     gain_db=gain_db, gate_id=gate_id, callback_url=callback_url)
         call.identity = identity or f"sip_{user_of(uri) or 'callee'}_{call.call_id[3:9]}"
         try:
-            rtp_sock, rtcp_sock = self.ports.open()
+            rtp_sock, rtcp_sock, call.media_port = self.port_pool.take()
         except OSError as exc:
             raise NoCapacity("no RTP port free", code="sip_no_ports") from exc
         offer_codecs = [sdp.codec(name) for name in codecs]
@@ -548,7 +578,7 @@ class SipService:
                        rtp_timeout=self.config.rtp_timeout_s)
         call.leg = leg
         self._wire_leg(call, leg)
-        call.dialog = Dialog(secrets.token_hex(12) + "@mediagate", sipmsg.new_tag(), None, local_uri=local_uri,
+        call.dialog = Dialog(sipmsg.new_id(96) + "@mediagate", sipmsg.new_tag(), None, local_uri=local_uri,
                              remote_uri=f"<{uri}>", remote_target=uri, peer=peer)
         self.calls[call.call_id] = call
         self.by_sip[call.dialog.call_id] = call
@@ -743,11 +773,15 @@ class SipService:
 
     async def _teardown(self, call: Call, state: CallState, *, reason: str, sip_status: int | None = None,
                         leave: bool = True) -> None:
+        if self._end(call, state, reason=reason, sip_status=sip_status) and leave:
+            await self.node.rooms.leave(call.room_id, call.participant_id, f"sip_{reason}")  # type: ignore[arg-type]
+
+    def _end(self, call: Call, state: CallState, *, reason: str, sip_status: int | None = None) -> bool:
+        """The synchronous part of ending a call (media off, state, tables); True when a
+        participant is left to remove. Run at once on a BYE, not as a task queued behind others."""
         if call.finished:
-            return
+            return False
         self._detach_media(call)
-        if call.leg is not None and self.engine is not None:
-            self.engine.remove(call.leg)
         call.set_state(state, sip_status=sip_status, reason=reason)
         self.calls.pop(call.call_id, None)
         if call.dialog is not None:
@@ -755,8 +789,7 @@ class SipService:
         self.ended[call.call_id] = call
         while len(self.ended) > KEEP_ENDED:
             self.ended.popitem(last=False)
-        if leave and call.room_id and call.participant_id:
-            await self.node.rooms.leave(call.room_id, call.participant_id, f"sip_{reason}")
+        return bool(call.room_id and call.participant_id)
 
     # ---------------------------------------------------------------- API helpers
     def get(self, call_id: str) -> Call:

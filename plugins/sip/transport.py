@@ -35,16 +35,7 @@ class Peer:
 Receiver = Callable[[bytes, Peer], None]
 
 
-class _Udp(asyncio.DatagramProtocol):
-    def __init__(self, owner: SipTransport) -> None:
-        self.owner = owner
-
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:  # type: ignore[override]
-        if data.strip(b"\r\n\x00 "):  # RFC 5626 keepalives are bare CRLFs
-            self.owner.deliver(data, Peer("udp", addr[0], addr[1]))
-
-    def error_received(self, exc: Exception) -> None:
-        log.debug("sip udp error", error=str(exc))  # ICMP unreachable from a gone peer
+BATCH = 64  # datagrams read per readiness event before the loop runs anything else
 
 
 class SipTransport:
@@ -57,7 +48,8 @@ class SipTransport:
         self.tcp_enabled = tcp
         self.rcvbuf = rcvbuf
         self.tls_port, self.tls_context = tls_port, tls_context
-        self.udp: asyncio.DatagramTransport | None = None
+        self.udp: socket.socket | None = None
+        self.send_dropped = 0
         self._servers: list[asyncio.AbstractServer] = []
         self._streams: dict[tuple[str, str, int], asyncio.StreamWriter] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -66,11 +58,14 @@ class SipTransport:
         loop = asyncio.get_running_loop()
         sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET, socket.SOCK_DGRAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.rcvbuf)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.rcvbuf)
         sock.bind((self.host, self.port))
         sock.setblocking(False)
         self.port = sock.getsockname()[1]
-        transport, _ = await loop.create_datagram_endpoint(lambda: _Udp(self), sock=sock)
-        self.udp = transport  # type: ignore[assignment]
+        # our own reader, not a DatagramProtocol: asyncio reads one datagram per loop pass (an
+        # epoll round trip each); this drains up to BATCH per wake-up
+        self.udp = sock
+        loop.add_reader(sock.fileno(), self._read_udp)
         if self.tcp_enabled:
             self._servers.append(await asyncio.start_server(
                 lambda r, w: self._serve(r, w, "tcp"), self.host, self.port, reuse_address=True))
@@ -82,8 +77,20 @@ class SipTransport:
 
     @property
     def received_buffer(self) -> int:
-        sock = self.udp.get_extra_info("socket") if self.udp else None
-        return sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) if sock else 0
+        return self.udp.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) if self.udp else 0
+
+    def _read_udp(self) -> None:
+        recv = self.udp.recvfrom  # type: ignore[union-attr]
+        for _ in range(BATCH):
+            try:
+                data, addr = recv(65535)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # ICMP unreachable from a gone peer, reported on the next read
+                log.debug("sip udp error", error=str(exc))
+                continue
+            if data.strip(b"\r\n\x00 "):  # RFC 5626 keepalives are bare CRLFs
+                self.deliver(data, Peer("udp", addr[0], addr[1]))
 
     def deliver(self, data: bytes, peer: Peer) -> None:
         try:
@@ -94,7 +101,12 @@ class SipTransport:
     def send(self, data: bytes, peer: Peer) -> None:
         if peer.transport == "udp":
             if self.udp is not None:
-                self.udp.sendto(data, (peer.host, peer.port))
+                try:
+                    self.udp.sendto(data, (peer.host, peer.port))
+                except (BlockingIOError, InterruptedError):
+                    self.send_dropped += 1  # send buffer full: like a lost datagram, retransmission covers it
+                except OSError as exc:
+                    log.debug("sip udp send failed", peer=peer.host, error=str(exc))
             return
         writer = self._streams.get((peer.transport, peer.host, peer.port))
         if writer is not None and not writer.is_closing():
@@ -142,7 +154,10 @@ class SipTransport:
         for task in list(self._tasks):
             task.cancel()
         if self.udp is not None:
+            with contextlib.suppress(Exception):
+                asyncio.get_running_loop().remove_reader(self.udp.fileno())
             self.udp.close()
+            self.udp = None
         for server in self._servers:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(server.wait_closed(), 2)
