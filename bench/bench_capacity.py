@@ -110,9 +110,9 @@ def main() -> None:
     # whatever other load there is now
     cores = os.cpu_count() or 1
     one = run_mediagate(paths, max(5.0, args.seconds - WARMUP))
-    ref = run_ffmpeg(paths, max(10.0, args.seconds - WARMUP))
+    ref = run_ffmpeg(paths, max(10.0, args.seconds - WARMUP), paced=True)
     ratio = one["normalised"] / ref["cpu_per_s"]
-    print(f"one composite: mediagate {one['normalised']:.3f} CPU-s/s, ffmpeg CLI {ref['cpu_per_s']:.3f} CPU-s/s, "
+    print(f"one composite: mediagate {one['normalised']:.3f} CPU-s/s, ffmpeg CLI -re {ref['cpu_per_s']:.3f} CPU-s/s, "
           f"composite ratio {ratio:.2f} (target <= {TARGET_RATIO}: {'ok' if ratio <= TARGET_RATIO else 'ABOVE'}); "
           f"load {os.getloadavg()[0]:.1f}", flush=True)
     print(f"bound by cost: cores / mediagate = {cores / one['normalised']:.1f} composites, cores / ffmpeg = "

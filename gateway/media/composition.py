@@ -59,6 +59,7 @@ class _VideoPipeline(threading.Thread):
         self._keyframe_wanted = False  # set by any thread, consumed by the encoder thread
         self._last_forced = -1.0
         self.fps = encoding.fps
+        self._first_pts: int | None = None
         self._last_slot: int | None = None  # the encoding's frame slot of the last frame taken
         self.frames_decimated = 0  # canvas frames between the encoding's own frame times
 
@@ -74,7 +75,9 @@ class _VideoPipeline(threading.Thread):
         An encoding slower than the canvas takes one frame per its own frame period (by pts,
         1/90000), so the stream has the fps it asked for."""
         if frame is not None and frame.pts is not None:
-            slot = frame.pts * self.fps // 90000
+            if self._first_pts is None:
+                self._first_pts = frame.pts  # slots start at the first frame: even spacing from it
+            slot = (frame.pts - self._first_pts) * self.fps // 90000
             if slot == self._last_slot:
                 self.frames_decimated += 1
                 return

