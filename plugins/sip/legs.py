@@ -49,6 +49,7 @@ MAX_LAG = 0.2
 MAX_BLOCKS_PER_TICK = 3  # catch-up bound after a late tick: older blocks are skipped, not sent
 # in a burst (a peer's jitter buffer would drop a burst anyway, and skipping sheds the work
 # that made the tick late)
+MAX_PACKETS_PER_TICK = 6  # received packets a leg decodes per tick; older ones are stale
 
 
 @dataclass(eq=False)
@@ -77,7 +78,7 @@ class MediaLeg:
     packets_out: int = 0
     bytes_in: int = 0
     lost: int = 0
-    skipped: int = 0  # mix blocks not sent because the engine was late
+    skipped: int = 0  # mix blocks not sent / packets not decoded because the engine was late
     history: np.ndarray = field(default_factory=lambda: np.zeros((1, DOWN_HISTORY), dtype=np.float32))
     history_stereo: np.ndarray = field(default_factory=lambda: np.zeros((1, DOWN_HISTORY_STEREO), dtype=np.float32))
     up_history: np.ndarray = field(default_factory=lambda: np.zeros((1, UP_HISTORY), dtype=np.float32))
@@ -277,6 +278,9 @@ class LegEngine:
             if len(packets) > 1:
                 last = leg._last_seq
                 packets.sort(key=lambda p: p[0] if last is None else (p[0] - last) & 0xFFFF)
+                if len(packets) > MAX_PACKETS_PER_TICK:  # a late tick: decode the newest only
+                    leg.skipped += len(packets) - MAX_PACKETS_PER_TICK
+                    packets = packets[-MAX_PACKETS_PER_TICK:]
             for sequence, payload in packets:
                 if leg._last_seq is not None:
                     delta = (sequence - leg._last_seq) & 0xFFFF
