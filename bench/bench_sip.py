@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import multiprocessing as mp
 import os
 import socket
@@ -68,7 +69,10 @@ class NodeProcess:
         self.dir = tempfile.mkdtemp(prefix="bench-sip-")
         ctx = mp.get_context("spawn")
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_node_main, args=(child, self.dir, max_calls), daemon=True)
+        # by its module name: under `python -m bench bench_sip` (runpy) this file is __main__,
+        # whose functions a spawned child cannot find
+        target = importlib.import_module("bench.bench_sip")._node_main
+        self.proc = ctx.Process(target=target, args=(child, self.dir, max_calls), daemon=True)
         self.proc.start()
         self.port = self.conn.recv()
 

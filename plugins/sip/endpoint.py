@@ -9,6 +9,7 @@ is passed on. Malformed requests get 400 when there is enough of them to answer.
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Callable
 from typing import Protocol
 
@@ -32,8 +33,10 @@ class Core(Protocol):
 
 class Endpoint:
     def __init__(self, host: str, port: int, advertised: str, *, tcp: bool = True, rcvbuf: int = 4 << 20,
-                 user_agent: str = "mediagate") -> None:
-        self.transport = SipTransport(host, port, self._received, tcp=tcp, rcvbuf=rcvbuf)
+                 user_agent: str = "mediagate", tls_port: int | None = None,
+                 tls_context: ssl.SSLContext | None = None) -> None:
+        self.transport = SipTransport(host, port, self._received, tcp=tcp, rcvbuf=rcvbuf, tls_port=tls_port,
+                                      tls_context=tls_context)
         self.advertised = advertised
         self.user_agent = user_agent
         self.table = TransactionTable()

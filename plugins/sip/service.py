@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import ssl
 import sys
 from collections import OrderedDict
 from pathlib import Path
@@ -65,8 +66,12 @@ class SipService:
         self.node = node
         self.config = config
         self.advertised = config.advertised_address or config.host
+        tls = None
+        if config.tls_port is not None and config.tls_cert and config.tls_key:  # RFC 3261 §26.2.1: SIP over TLS
+            tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            tls.load_cert_chain(config.tls_cert, config.tls_key)
         self.endpoint = Endpoint(config.host, config.port, self.advertised, tcp=config.tcp,
-                                 rcvbuf=config.rcvbuf_bytes)
+                                 rcvbuf=config.rcvbuf_bytes, tls_port=config.tls_port, tls_context=tls)
         self.endpoint.core = self
         self.ports = PortAllocator(config.rtp_port_min, config.rtp_port_max, config.host, config.rcvbuf_bytes)
         self.port_pool = PortPool(self.ports, config.rtp_pool_size)
