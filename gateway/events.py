@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import random
 import threading
 import time
 from collections.abc import Callable
@@ -19,8 +18,7 @@ from typing import Any
 
 import structlog
 
-# unique, not secret: uuid4 reads os.urandom per id (a GIL-releasing syscall on the loop)
-_IDS = random.Random()
+from gateway.ids import random_hex
 
 log = structlog.get_logger(__name__)
 
@@ -54,7 +52,7 @@ class Event:
     event: str
     room_id: str | None
     data: dict[str, Any]
-    id: str = field(default_factory=lambda: f"{_IDS.getrandbits(128):032x}")
+    id: str = field(default_factory=lambda: random_hex(128))
     ts_ms: int = field(default_factory=lambda: int(time.time() * 1000))
 
     def to_dict(self) -> dict[str, Any]:

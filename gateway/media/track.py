@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import itertools
 import queue
-import random
 import threading
 from dataclasses import dataclass
 from enum import StrEnum
@@ -25,12 +24,10 @@ from typing import Any
 import av
 import structlog
 
+from gateway.ids import random_hex
 from gateway.media.audio import frame_to_samples, new_resampler
 from gateway.media.clock import AUDIO_TIME_BASE, VIDEO_TIME_BASE, RoomClock
 from gateway.media.jitter import AudioJitterBuffer
-
-# unique, not secret: uuid4 reads os.urandom per id (a GIL-releasing syscall on the loop)
-_IDS = random.Random()
 
 log = structlog.get_logger(__name__)
 
@@ -157,7 +154,7 @@ class Track:
         self.kind = TrackKind(kind)
         self.source = TrackSource(source)
         self.participant_id = participant_id
-        self.track_id = track_id or f"TR_{_IDS.getrandbits(48):012x}"
+        self.track_id = track_id or f"TR_{random_hex(48)}"
         self.name = name
         self.clock = clock
         self.codec = codec

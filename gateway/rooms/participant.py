@@ -3,16 +3,13 @@ player or a test source. State and role bits follow the Juphoon control commands
 
 from __future__ import annotations
 
-import random
 import time
 from dataclasses import dataclass, field
 from enum import IntFlag, StrEnum
 from typing import Any, Protocol
 
+from gateway.ids import random_hex
 from gateway.security import DEFAULT_JOIN_PERMISSIONS
-
-# unique, not secret: uuid4 reads os.urandom per id (a GIL-releasing syscall on the loop)
-_IDS = random.Random()
 
 
 class ParticipantKind(StrEnum):
@@ -58,7 +55,7 @@ class Participant:
     identity: str
     kind: ParticipantKind
     name: str = ""
-    participant_id: str = field(default_factory=lambda: f"PA_{_IDS.getrandbits(48):012x}")
+    participant_id: str = field(default_factory=lambda: f"PA_{random_hex(48)}")
     permissions: int = DEFAULT_JOIN_PERMISSIONS
     role: int = DEFAULT_ROLE
     state: int = DEFAULT_STATE

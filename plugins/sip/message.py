@@ -8,14 +8,14 @@ Responses are built here (§8.2.6) so a To-tag is added once, only when the requ
 
 from __future__ import annotations
 
-import random
 import re
-import secrets
 from dataclasses import dataclass
 
 from aiosipua.header_codec import parse_address, parse_cseq, parse_uri, parse_via
 from aiosipua.headers import Address, CSeq, SipUri, Via
 from aiosipua.message import SipMessage, SipRequest, SipResponse
+
+from gateway.ids import random_hex
 
 __all__ = ["Address", "BadMessage", "CSeq", "Parsed", "SipRequest", "SipResponse", "SipUri", "Via",
            "new_branch", "new_tag", "parse", "parse_address", "parse_uri", "response", "tag_of"]
@@ -62,14 +62,12 @@ class Parsed:
         return isinstance(self.message, SipRequest)
 
 
-# Tags, branches and Call-IDs need to be unique, not secret (RFC 3261 §19.3): a PRNG seeded
-# once from the OS. secrets/uuid4 read os.urandom each time, a syscall that releases the GIL
-# and, when the media threads hold it, costs the event loop up to a switch interval per call.
-_ids = random.Random(secrets.randbits(128))
+# Tags must be cryptographically random (RFC 3261 §19.3); gateway.ids hands out the OS's
+# randomness without a syscall per id (which cost the loop a GIL switch interval per call).
 
 
 def new_id(bits: int) -> str:
-    return f"{_ids.getrandbits(bits):0{bits // 4}x}"
+    return random_hex(bits)
 
 
 def new_tag() -> str:
