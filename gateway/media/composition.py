@@ -77,7 +77,8 @@ class _VideoPipeline(threading.Thread):
         if frame is not None and frame.pts is not None:
             if self._first_pts is None:
                 self._first_pts = frame.pts  # slots start at the first frame: even spacing from it
-            slot = (frame.pts - self._first_pts) * self.fps // 90000
+            # + fps: a canvas pts rounded down by half a tick still lands in its own slot
+            slot = ((frame.pts - self._first_pts) * self.fps + self.fps) // 90000
             if slot == self._last_slot:
                 self.frames_decimated += 1
                 return

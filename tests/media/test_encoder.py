@@ -14,6 +14,7 @@ import pytest
 from pydantic import ValidationError
 
 from gateway.media.bus import FrameBus
+from gateway.media.clock import RoomClock
 from gateway.media.composition import Composition
 from gateway.media.compositor import Compositor
 from gateway.media.encoder import AudioEncoder, Encoding, VideoEncoder
@@ -313,3 +314,17 @@ def test_an_encoding_slower_than_the_canvas_gets_its_own_fps(room: tuple[FrameBu
     assert min(steps) >= 3000 and sorted(steps)[len(steps) // 2] == 6000, steps
     assert 3000 in {b - a for a, b in itertools.pairwise(full_stamps)}
     assert stats[15]["frames_decimated"] >= 15 and stats[30]["frames_decimated"] == 0
+
+
+@pytest.mark.parametrize("fps", [7, 25, 30])
+def test_an_encoding_at_the_canvas_fps_takes_every_frame(fps: int) -> None:
+    """Frame times rounded to 1/90000 (7 fps does not divide it) never fall in one slot."""
+    from gateway.media.composition import _VideoPipeline
+
+    pipeline = _VideoPipeline(Encoding(width=64, height=64, video_kbps=100, fps=fps), RoomClock(), 1)
+    for index in range(50):
+        frame = av.VideoFrame(64, 64, "yuv420p")
+        frame.pts = 123457 + round(index * 90000 / fps)
+        pipeline.offer(frame)
+    assert pipeline.frames_decimated == 0
+    pipeline.stop()
