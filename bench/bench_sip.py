@@ -26,25 +26,31 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 CLK = os.sysconf("SC_CLK_TCK")
 
 
-def _node_main(conn: object, data_dir: str, max_calls: int) -> None:
+async def start_sip_node(data_dir: str, max_calls: int) -> tuple[Any, Any]:
+    """A node with the SIP edge on free ports and the room 'bench'; returns (node, sip service)."""
     from gateway.config import load_config
     from gateway.node import Node
     from gateway.rooms.models import RoomCreate
 
+    cfg = load_config(None, overrides=[f'node.data_dir="{data_dir}"', "http.port=0", 'log.level="error"',
+                                       "auth.bootstrap_key=false", "plugins.sip.port=0",
+                                       "plugins.sip.rtp_port_min=0", "plugins.sip.rtp_port_max=0",
+                                       "plugins.sip.rtp_timeout_s=0", f"plugins.sip.max_calls={max_calls}",
+                                       "rooms.max_participants=0"], environ={})
+    node = Node(cfg)
+    await node.start()
+    await node.rooms.create(RoomCreate(room_id="bench"))
+    return node, node.pm.get_plugin("sip").service
+
+
+def _node_main(conn: object, data_dir: str, max_calls: int) -> None:
     async def run() -> None:
-        cfg = load_config(None, overrides=[f'node.data_dir="{data_dir}"', "http.port=0", 'log.level="error"',
-                                           "auth.bootstrap_key=false", "plugins.sip.port=0",
-                                           "plugins.sip.rtp_port_min=0", "plugins.sip.rtp_port_max=0",
-                                           "plugins.sip.rtp_timeout_s=0", f"plugins.sip.max_calls={max_calls}",
-                                           "rooms.max_participants=0"], environ={})
-        node = Node(cfg)
-        await node.start()
-        await node.rooms.create(RoomCreate(room_id="bench"))
-        service = node.pm.get_plugin("sip").service
+        node, service = await start_sip_node(data_dir, max_calls)
         conn.send(service.endpoint.port)  # type: ignore[attr-defined]
         while True:
             await asyncio.sleep(0.5)

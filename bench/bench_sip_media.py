@@ -150,20 +150,10 @@ class LoadGen:
 
 # ------------------------------------------------------------------------ the node
 def _node_main(conn, data_dir: str, max_calls: int) -> None:
-    from gateway.config import load_config
-    from gateway.node import Node
-    from gateway.rooms.models import RoomCreate
+    from bench.bench_sip import start_sip_node
 
     async def run() -> None:
-        cfg = load_config(None, overrides=[f'node.data_dir="{data_dir}"', "http.port=0", 'log.level="error"',
-                                           "auth.bootstrap_key=false", "plugins.sip.port=0",
-                                           "plugins.sip.rtp_port_min=0", "plugins.sip.rtp_port_max=0",
-                                           "plugins.sip.rtp_timeout_s=0", f"plugins.sip.max_calls={max_calls}",
-                                           "rooms.max_participants=0"], environ={})
-        node = Node(cfg)
-        await node.start()
-        await node.rooms.create(RoomCreate(room_id="bench"))
-        service = node.pm.get_plugin("sip").service
+        node, service = await start_sip_node(data_dir, max_calls)
         conn.send(service.endpoint.port)
         while True:
             while not conn.poll():
