@@ -78,14 +78,24 @@ def _datagram_received(self: Any, data: bytes | str, addr: tuple[Any, ...]) -> N
     _original_datagram_received(self, data, addr)
 
 
-def drive(coro: Coroutine[Any, Any, Any]) -> None:
-    """Run `coro` now; if it suspends on a future, a task resumes it."""
+_DONE = object()  # _step's answer when the coroutine has returned or failed
+
+
+def _step(coro: Coroutine[Any, Any, Any]) -> Any:
+    """Advance `coro` to its next suspension: what it awaits, or _DONE (a failure is logged)."""
     try:
-        awaited = coro.send(None)
+        return coro.send(None)
     except StopIteration:
-        return
+        return _DONE
     except Exception:
         log.warning("rtp handling failed", exc_info=True)
+        return _DONE
+
+
+def drive(coro: Coroutine[Any, Any, Any]) -> None:
+    """Run `coro` now; if it suspends on a future, a task resumes it."""
+    awaited = _step(coro)
+    if awaited is _DONE:
         return
     task = asyncio.ensure_future(_resume(coro, awaited))
     _pending.add(task)  # the loop keeps only weak references to tasks
@@ -93,7 +103,7 @@ def drive(coro: Coroutine[Any, Any, Any]) -> None:
 
 
 async def _resume(coro: Coroutine[Any, Any, Any], awaited: Any) -> None:
-    while True:
+    while awaited is not _DONE:
         try:
             if awaited is None:  # a bare yield (asyncio.sleep(0))
                 await asyncio.sleep(0)
@@ -105,13 +115,7 @@ async def _resume(coro: Coroutine[Any, Any, Any], awaited: Any) -> None:
                 raise
         except Exception:
             pass  # the coroutine sees the future's exception when it resumes
-        try:
-            awaited = coro.send(None)
-        except StopIteration:
-            return
-        except Exception:
-            log.warning("rtp handling failed", exc_info=True)
-            return
+        awaited = _step(coro)
 
 
 def install() -> None:
