@@ -114,7 +114,7 @@ class Call:
                 "sip_call_id": self.dialog.call_id if self.dialog else None, "gate_id": self.gate_id,
                 "account": self.account, "muted": self.muted, "gain_db": self.gain_db, "on_hold": self.on_hold,
                 "digits": "".join(self.digits), "history": list(self.history), "media": media,
-                "session_timer": self.session_timer.terms.describe() if self.session_timer else None,
+                "session_timer": self.session_timer.describe() if self.session_timer else None,
                 "created_at": self.created_at, "connected_at": self.connected_at, "ended_at": self.ended_at}
 
     # the participant's edge: a kick or a room close hangs up

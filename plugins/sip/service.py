@@ -753,8 +753,8 @@ class SipService:
         self._attach_media(call)
         if self.engine is not None:
             self.engine.add(leg)
-        call.set_state(CallState.CONNECTED, sip_status=status)
         self.timers.connected(call, response)  # type: ignore[arg-type]
+        call.set_state(CallState.CONNECTED, sip_status=status)
 
     def _ack_failure(self, call: Call, parsed: Parsed, req: SipRequest) -> None:
         """§17.1.1.3: the ACK of a non-2xx final response, same branch, To with the response's tag."""

@@ -164,6 +164,9 @@ class SessionTimer:
     _refresh_at: asyncio.TimerHandle | None = None
     _expire_at: asyncio.TimerHandle | None = None
 
+    def describe(self) -> dict[str, Any]:
+        return {**self.terms.describe(), "refreshes": self.refreshes}
+
     def cancel(self) -> None:
         for handle in (self._refresh_at, self._expire_at):
             if handle is not None:
@@ -184,7 +187,7 @@ class SessionTimers:
         """§9: answer 422 with our Min-SE when the request's interval is below it."""
         terms = negotiate(txn.request, wanted=self.wanted, floor=self.floor)
         if isinstance(terms, int):
-            self.service.endpoint.respond(txn, 422, "Session Interval Too Small", to_tag=new_tag(),
+            self.service.endpoint.respond(txn, 422, to_tag=new_tag(),
                                           headers=[("Min-SE", str(terms))])
             return True
         return False
@@ -228,6 +231,8 @@ class SessionTimers:
 
     def connected(self, call: Call, response: SipMessage) -> None:
         """The first 2xx of our INVITE: a timer when it set one (§7.2)."""
+        self.stop(call)  # one an early-dialog UPDATE may have started
+        call.session_timer = None
         terms = from_response(response)
         if terms is not None:
             call.session_timer = SessionTimer(terms, allows_update(response))
