@@ -35,13 +35,13 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from plugins.sip.endpoint import ALLOW
-from plugins.sip.message import new_tag
+from plugins.sip.message import SipRequest, new_tag
 
 if TYPE_CHECKING:
     from aiosipua.message import SipMessage
 
     from plugins.sip.calls import Call
-    from plugins.sip.message import Parsed, SipRequest
+    from plugins.sip.message import Parsed
     from plugins.sip.service import SipService
     from plugins.sip.transaction import ServerTransaction
 
@@ -152,6 +152,19 @@ def from_response(response: SipMessage, *, peer_supports: bool = False) -> Terms
 def margin(interval: float) -> float:
     """§10: the non-refresher's BYE goes this long before the session would expire."""
     return min(32.0, interval / 3)
+
+
+def failure_ack(invite: SipRequest, parsed: Parsed) -> SipRequest:
+    """RFC 3261 §17.1.1.3: the ACK of a non-2xx final answer to `invite`: its Request-URI,
+    From, Call-ID and Route, the answer's To, CSeq number with method ACK."""
+    ack = SipRequest(method="ACK", uri=invite.uri)
+    ack.headers.set_single("From", invite.headers.get_first("from") or "")
+    ack.headers.set_single("To", parsed.message.headers.get_first("to") or "")
+    ack.headers.set_single("Call-ID", invite.headers.get_first("call-id") or "")
+    ack.headers.set_single("CSeq", f"{parsed.cseq.seq} ACK")
+    for route in invite.headers.get("route"):
+        ack.headers.append("Route", route)
+    return ack
 
 
 # ---------------------------------------------------------------- one dialog's timer
@@ -294,9 +307,12 @@ class SessionTimers:
             status = parsed.message.status_code  # type: ignore[union-attr]
             if status < 200:
                 return
-            if method == "INVITE" and status < 300:  # every 2xx of an INVITE is ACKed, resends too
-                self.service.endpoint.send_ack(dialog.request("ACK", self.service.contact, cseq=parsed.cseq.seq),
-                                               dialog.peer)
+            if method == "INVITE":  # every final answer of an INVITE is ACKed, resends too
+                if status < 300:
+                    ack = dialog.request("ACK", self.service.contact, cseq=parsed.cseq.seq)
+                    self.service.endpoint.send_ack(ack, dialog.peer)
+                else:  # §17.1.1.3: in the INVITE's transaction, its branch
+                    self.service.endpoint.send_ack(failure_ack(req, parsed), dialog.peer, branch=parsed.branch)
             if answered:
                 return
             answered = True

@@ -1,9 +1,9 @@
 """RFC 4028 session timers against sipp: a caller that never refreshes is sent a BYE; one that
 refreshes (re-INVITE and UPDATE) keeps its call past several intervals; a caller without timer
-support is refreshed by the node (re-INVITE with the unchanged SDP, or UPDATE when allowed) and
-a refresh answered 481 ends the call; 422 both ways (an inbound interval below our Min-SE, and a
-dial-out callee's Min-SE above ours). The node's floor is lowered to 2 s (RFC 4028's is 90 s) so
-that each call lasts seconds."""
+support is refreshed by the node (re-INVITE with the unchanged SDP, or UPDATE when allowed), a
+refresh answered 491 is ACKed and tried again, one answered 481 ends the call; 422 both ways
+(an inbound interval below our Min-SE, and a dial-out callee's Min-SE above ours). The node's
+floor is lowered to 2 s (RFC 4028's is 90 s) so that each call lasts seconds."""
 
 from __future__ import annotations
 
@@ -123,6 +123,22 @@ async def test_the_node_refreshes_a_caller_without_timer_support(node: Any, clie
     # RFC 3264 §8: the unchanged session offered again, same o= line (session id and version)
     origins = {re.search(r"^o=(.*?)\s*$", m, flags=re.MULTILINE).group(1) for m in [ok, *refreshes]}
     assert len(origins) == 1 and next(iter(origins)).startswith("mediagate "), origins
+
+
+async def test_a_refresh_answered_491_is_acked_and_retried(node: Any, client: Any, auth: dict[str, str]) -> None:
+    await room(client, auth, "st_491")
+    with node.events.subscribe("st_491") as sub:
+        code, sipp = await run_sipp(uac(node, "uac_no_timer_491.xml", "st_491"), timeout=40)
+        assert code == 0, sipp.errors()  # it got the ACK of its 491, then a second re-INVITE
+        ended = await next_event(sub, "sip.call.state", state="ended")
+        assert ended.data["reason"] == "hangup" and ended.data["session_timer"]["refreshes"] == 1
+    msgs = messages(sipp)
+    refreshes = sent_by_node(msgs, "INVITE sip:")
+    acks = [m for m in msgs if m.startswith("ACK sip:sipp@")]  # to its Contact: the node's
+    assert len(refreshes) == 2 and len(acks) == 2
+    branch = re.compile(r"branch=([^;\s]+)")
+    assert branch.search(acks[0]).group(1) == branch.search(refreshes[0]).group(1)  # the 491's: same branch
+    assert branch.search(acks[1]).group(1) != branch.search(refreshes[1]).group(1)  # a 2xx's: a new one
 
 
 async def test_a_refresh_answered_481_ends_the_call(node: Any, client: Any, auth: dict[str, str]) -> None:
