@@ -545,8 +545,8 @@ class SipService:
         if self.timers.reject_too_small(txn):
             return
         update = txn.request.method == "UPDATE"
-        if not update and self.timers.glare(call):
-            self.endpoint.respond(txn, 491)  # our refresh re-INVITE is in flight (RFC 3261 §14.2)
+        if self.timers.glare(call) and (not update or sipmsg.is_sdp(txn.request)):
+            self.endpoint.respond(txn, 491)  # an offer while ours is in flight (RFC 3261 §14.2, RFC 3311 §5.2)
             return
         if update and not sipmsg.is_sdp(txn.request):
             self.endpoint.respond(txn, 200, headers=[("Contact", self.contact), *self.timers.answer(call, txn)])
