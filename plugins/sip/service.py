@@ -544,6 +544,7 @@ class SipService:
         call.dialog.remote_cseq = txn.parsed.cseq.seq
         if self.timers.reject_too_small(txn):
             return
+        call.dialog.remote_target = self._contact_uri(txn.request) or call.dialog.remote_target  # §12.2.2
         update = txn.request.method == "UPDATE"
         if self.timers.glare(call) and (not update or sipmsg.is_sdp(txn.request)):
             self.endpoint.respond(txn, 491)  # an offer while ours is in flight (RFC 3261 §14.2, RFC 3311 §5.2)
