@@ -12,7 +12,7 @@ Any unknown key or bad value is a :class:`ConfigError` that names the key and wh
 set: ``file:line``, the ``MEDIAGATE_*`` variable, or the ``--set`` argument. Every error is
 reported at once, one per line.
 
-Relative paths set in the file (``node.data_dir``, ``files.dir``, ``spool.dir`` and every
+Relative paths set in the file (``node.data_dir``, ``files.dir``, ``spool.dir``, ``media.font`` and every
 ``Path`` field of a plugin section, e.g. ``plugins.storage_local.dir``) are read against the file's
 directory, so ``serve``, ``token`` and ``keys`` find the same database whatever the current
 directory; relative paths from the environment or ``--set`` are read against the current one.
@@ -342,7 +342,7 @@ def set_overrides(items: list[str], *, with_origin: bool = False) -> list[Any]:
     return found
 
 
-_FILE_PATHS = (("node", "data_dir"), ("files", "dir"), ("spool", "dir"))
+_FILE_PATHS = (("node", "data_dir"), ("files", "dir"), ("spool", "dir"), ("media", "font"))
 
 
 def _resolve_file_paths(tree: dict[str, Any], base: Path) -> None:

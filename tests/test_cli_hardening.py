@@ -89,10 +89,12 @@ def test_plugin_paths_in_the_file_are_relative_to_the_file(tmp_path: Path) -> No
     etc = tmp_path / "etc"
     etc.mkdir()
     config = etc / "mediagate.toml"
-    config.write_text('[spool]\ndir = "spool"\n[plugins.storage_local]\ndir = "recordings"\n'
+    config.write_text('[spool]\ndir = "spool"\n[media]\nfont = "fonts/card.ttf"\n'
+                      '[plugins.storage_local]\ndir = "recordings"\n'
                       '[plugins.play]\nallowed_dirs = ["media", "/srv/media"]\n', encoding="utf-8")
     loaded = load_config(config, environ={})
     assert loaded.spool.dir == etc / "spool"
+    assert loaded.media.font == str(etc / "fonts" / "card.ttf")
     manager = PluginManager()
     manager.load(loaded)
     assert manager.get_plugin("storage_local").config.dir == etc / "recordings"

@@ -12,6 +12,7 @@ broken, 1002 TCP connect failed, 1003 publish refused by the server.
 from __future__ import annotations
 
 import contextlib
+import os
 import select
 import socket
 import ssl
@@ -68,7 +69,7 @@ def parse_url(url: str) -> RtmpUrl:
     return RtmpUrl(parts.scheme, parts.hostname, port, app, stream)
 
 
-def tls_context(ca_file: str = "", verify: bool = True) -> ssl.SSLContext:
+def tls_context(ca_file: str | os.PathLike[str] | None = None, verify: bool = True) -> ssl.SSLContext:
     context = ssl.create_default_context(cafile=ca_file or None)
     if not verify:
         context.check_hostname = False

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class RtmpConfig(BaseModel):
@@ -24,6 +26,12 @@ class RtmpConfig(BaseModel):
     report_interval_s: float = Field(5.0, gt=0, description="re-report connecting/recovering this often")
     connect_timeout_s: float = Field(5.0, gt=0, description="TCP connect + handshake + publish answer")
     send_timeout_s: float = Field(5.0, gt=0, description="a CDN that accepts nothing this long is dropped")
-    tls_ca_file: str = Field("", description="CA bundle for rtmps:// CDNs; empty = the system's")
+    tls_ca_file: Path | None = Field(None, description="CA bundle for rtmps:// CDNs; empty = the system's "
+                                     "(a relative path in the config file is relative to that file)")
     tls_verify: bool = Field(True, description="verify rtmps:// certificates (turn off only for tests)")
     push_queue_packets: int = Field(600, ge=16, description="per URL; beyond it video drops to the next keyframe")
+
+    @field_validator("tls_ca_file", mode="before")
+    @classmethod
+    def _unset(cls, value: object) -> object:
+        return None if value == "" else value  # the documented `tls_ca_file = ""`: the system's CAs

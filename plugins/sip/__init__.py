@@ -5,7 +5,8 @@ A call leg is a participant of kind ``sip`` that hears the room's mix minus itse
 Layers, one job per module (RFC numbers in each): transport (RFC 3261 §18), message (§7,
 aiosipua's parser), transaction (§17), dialog (§12), endpoint (the UA core's dispatch),
 registrar (§10, RFC 8760 digest), gates, routing, sdp (RFC 4566/3264), rtp (RFC 3550),
-g711/codecs, dtmf (RFC 4733), legs (the media worker), service (calls), api (HTTP).
+g711/codecs, dtmf (RFC 4733), session_timer (RFC 4028), legs (the media worker), service
+(calls), api (HTTP).
 """
 
 from __future__ import annotations

@@ -13,10 +13,12 @@ from typing import TYPE_CHECKING, Any
 
 from plugins.sip.dialog import Dialog
 from plugins.sip.message import new_id
+from plugins.sip.sdp import Origin
 
 if TYPE_CHECKING:
     from plugins.sip.legs import MediaLeg
     from plugins.sip.service import SipService
+    from plugins.sip.session_timer import SessionTimer
     from plugins.sip.transaction import ClientTransaction, ServerTransaction
 
 
@@ -66,6 +68,8 @@ class Call:
     pin_waiter: Any = None  # asyncio.Queue of digits while a PIN is being collected
     cancel_requested: bool = False
     media_port: int | None = None  # the leg's RTP port, kept: describe() runs for every event
+    sdp: Origin = field(default_factory=Origin)  # our o= line and the last description we sent
+    session_timer: SessionTimer | None = None  # RFC 4028, when negotiated
 
     def __post_init__(self) -> None:
         self.history.append({"state": self.state.value, "ts_ms": int(self.created_at * 1000)})
@@ -110,6 +114,7 @@ class Call:
                 "sip_call_id": self.dialog.call_id if self.dialog else None, "gate_id": self.gate_id,
                 "account": self.account, "muted": self.muted, "gain_db": self.gain_db, "on_hold": self.on_hold,
                 "digits": "".join(self.digits), "history": list(self.history), "media": media,
+                "session_timer": self.session_timer.describe() if self.session_timer else None,
                 "created_at": self.created_at, "connected_at": self.connected_at, "ended_at": self.ended_at}
 
     # the participant's edge: a kick or a room close hangs up

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from plugins.sip.sdp import KNOWN
 
@@ -14,8 +16,9 @@ class SipConfig(BaseModel):
     port: int = Field(5060, ge=0, le=65535)  # UDP and TCP; 0 picks a free port (tests)
     tcp: bool = True
     tls_port: int | None = Field(None, ge=0, le=65535)  # TLS listener, with the two files below
-    tls_cert: str = ""
-    tls_key: str = ""
+    # files and folders: relative ones set in mediagate.toml are relative to that file; "" = unset
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
     advertised_address: str = ""  # the address put in Via/Contact/SDP (NAT); default: host
     rtp_port_min: int = Field(20000, ge=0, le=65535)  # 0: let the OS pick every port
     rtp_port_max: int = Field(30000, ge=0, le=65535)
@@ -32,7 +35,11 @@ class SipConfig(BaseModel):
     # full interval to get it back, which caps the set-up rate. Lowered, never raised.
     gil_switch_interval_ms: float = Field(1.0, ge=0)
     rtp_timeout_s: float = Field(30.0, ge=0)  # no RTP for this long ends the call (0: never)
-    session_expires_s: int = Field(1800, ge=90)  # RFC 4028 session timer we ask for / accept
+    # RFC 4028 session timers: the interval we ask for (and the most we accept: a longer one
+    # asked for is reduced to it), and our Min-SE, the least we accept (a shorter one gets 422).
+    # RFC 4028 puts the floor at 90 s; below it only for tests, which cannot wait minutes.
+    session_expires_s: int = Field(1800, ge=1)
+    session_min_se_s: int = Field(90, ge=1)
     allow_anonymous: bool = True  # accept calls not from a gate or registered account
     route_by_room_id: bool = True  # a dialled number that is a room id goes to that room
     realm: str = "mediagate"  # digest realm of the registrar
@@ -46,7 +53,19 @@ class SipConfig(BaseModel):
     pin_attempts: int = Field(3, ge=1)
     pin_timeout_s: float = Field(10.0, gt=0)  # per attempt
     options_interval_s: float = Field(30.0, gt=0)  # keepalive OPTIONS to enabled gates
-    prompt_dir: str = ""  # where prompts are made at first start; default <data_dir>/sip/prompts
+    prompt_dir: Path | None = None  # where prompts are made at first start; default <data_dir>/sip/prompts
+
+    @field_validator("tls_cert", "tls_key", "prompt_dir", mode="before")
+    @classmethod
+    def _unset(cls, value: object) -> object:
+        return None if value == "" else value  # the documented `tls_cert = ""` means no file
+
+    @model_validator(mode="after")
+    def _session_timer(self) -> SipConfig:
+        if self.session_expires_s < self.session_min_se_s:
+            raise ValueError(f"session_expires_s ({self.session_expires_s}) is below session_min_se_s "
+                             f"({self.session_min_se_s})")
+        return self
 
     @field_validator("digest_algorithms")
     @classmethod

@@ -22,7 +22,7 @@ from plugins.sip.transport import Peer, SipTransport
 
 log = structlog.get_logger(__name__)
 
-ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, REGISTER"
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, REGISTER, UPDATE"
 
 
 class Core(Protocol):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from aiosipua import headers as _headers
 from aiosipua.header_codec import parse_address, parse_cseq, parse_uri, parse_via
 from aiosipua.headers import Address, CSeq, SipUri, Via
 from aiosipua.message import SipMessage, SipRequest, SipResponse
@@ -24,12 +25,16 @@ MAX_MESSAGE = 65535
 REASONS = {100: "Trying", 180: "Ringing", 183: "Session Progress", 200: "OK", 202: "Accepted",
            400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
            405: "Method Not Allowed", 407: "Proxy Authentication Required", 408: "Request Timeout",
-           415: "Unsupported Media Type", 420: "Bad Extension", 423: "Interval Too Brief",
+           415: "Unsupported Media Type", 420: "Bad Extension", 422: "Session Interval Too Small",
+           423: "Interval Too Brief",
            480: "Temporarily Unavailable", 481: "Call/Transaction Does Not Exist", 482: "Loop Detected",
            483: "Too Many Hops", 486: "Busy Here", 487: "Request Terminated", 488: "Not Acceptable Here",
            491: "Request Pending", 500: "Server Internal Error", 501: "Not Implemented",
            503: "Service Unavailable", 505: "Version Not Supported", 603: "Decline"}
 _TOKEN = re.compile(r"^[A-Za-z0-9.!%*_+`'~-]+$")
+# header names are case-insensitive, but some peers (sipp's header regexps among them) match
+# them as spelt: RFC 4028's Min-SE, not the "Min-Se" aiosipua's title-case fallback writes
+_headers._PRETTY_NAMES.setdefault("min-se", "Min-SE")
 
 
 class BadMessage(ValueError):

@@ -191,3 +191,23 @@ def build(address: str, port: int, codecs: list[Codec], telephone_event: int | N
         lines += [f"a=rtpmap:{telephone_event} telephone-event/8000", f"a=fmtp:{telephone_event} 0-16"]
     lines += ["a=ptime:20", f"a={direction}"]
     return "\r\n".join(lines) + "\r\n"
+
+
+@dataclass
+class Origin:
+    """Our side of one session's descriptions (RFC 3264 §5, §8): the o= session id fixed for
+    the session, the version raised by one only when the description changes, and the last
+    description sent (a session refresh offers it again, version and all)."""
+
+    session_id: int = field(default_factory=lambda: int(time.time()))
+    version: int = 1
+    last: str = ""
+
+    def build(self, address: str, port: int, codecs: list[Codec], telephone_event: int | None,
+              direction: str = "sendrecv") -> str:
+        body = build(address, port, codecs, telephone_event, direction, self.session_id, self.version)
+        if self.last and body != self.last:
+            self.version += 1
+            body = build(address, port, codecs, telephone_event, direction, self.session_id, self.version)
+        self.last = body
+        return body

@@ -12,7 +12,6 @@ import inspect
 import ssl
 import sys
 from collections import OrderedDict
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -34,6 +33,7 @@ from plugins.sip.portpool import PortPool
 from plugins.sip.prompts import PromptPlayer, load_blocks, make_prompts
 from plugins.sip.routing import Decision, RouteRule, from_hook, pick
 from plugins.sip.rtp import PortAllocator
+from plugins.sip.session_timer import SessionTimers
 from plugins.sip.store import SipStore
 from plugins.sip.transaction import ServerTransaction
 from plugins.sip.transport import Peer
@@ -85,6 +85,7 @@ class SipService:
         self.prompts: dict[str, Any] = {}
         self.registrar: Registrar | None = None
         self.gates: GateManager | None = None
+        self.timers = SessionTimers(self)  # RFC 4028
         self._tasks: set[asyncio.Task[Any]] = set()
         self.rejected_busy = 0
         self.pending_setups = 0  # inbound INVITEs between receipt and their final response
@@ -119,7 +120,7 @@ class SipService:
 
     async def _load_prompts(self) -> dict[str, Any]:
         if not self.prompts:
-            folder = Path(self.config.prompt_dir) if self.config.prompt_dir else self.node.data_path("sip", "prompts")
+            folder = self.config.prompt_dir or self.node.data_path("sip", "prompts")
             files = await asyncio.to_thread(make_prompts, folder)
             self.prompts = {name: await asyncio.to_thread(load_blocks, path) for name, path in files.items()}
         return self.prompts
@@ -177,12 +178,15 @@ class SipService:
         elif method == "BYE":
             self._bye(txn)
         elif method == "OPTIONS":
-            self.endpoint.respond(txn, 200, headers=[("Allow", ALLOW), ("Accept", "application/sdp")])
+            self.endpoint.respond(txn, 200, headers=[("Allow", ALLOW), ("Accept", "application/sdp"),
+                                                     ("Supported", "timer")])
         elif method == "INFO":
             self._info(txn)
+        elif method == "UPDATE":  # RFC 3311, in a dialog: a session refresh or a new offer
+            self._reinvite(txn)
         elif method == "REGISTER" and self.registrar is not None:
             self.spawn(self.registrar.handle(txn), "sip-register")
-        elif method in ("PRACK", "UPDATE", "SUBSCRIBE", "NOTIFY", "REFER", "MESSAGE", "PUBLISH"):
+        elif method in ("PRACK", "SUBSCRIBE", "NOTIFY", "REFER", "MESSAGE", "PUBLISH"):
             self.endpoint.respond(txn, 405 if method != "NOTIFY" else 481, headers=[("Allow", ALLOW)])
         else:
             self.endpoint.respond(txn, 501, headers=[("Allow", ALLOW)])
@@ -215,6 +219,8 @@ class SipService:
         except sdp.SdpError as exc:
             self.endpoint.respond(txn, 400, f"Bad SDP ({str(exc)[:40]})")
             return
+        if self.timers.reject_too_small(txn):
+            return  # 422 with our Min-SE (RFC 4028 §9)
         caller = self._caller(txn)
         if caller is None:
             return  # answered (401/403)
@@ -333,7 +339,8 @@ class SipService:
         leg.sending = answer.direction in ("sendrecv", "sendonly")
         call.leg = leg
         self._wire_leg(call, leg)
-        body = sdp.build(self.advertised, call.media_port, [answer.codec], answer.telephone_event, answer.direction)
+        body = call.sdp.build(self.advertised, call.media_port, [answer.codec], answer.telephone_event,
+                              answer.direction)
         assert call.dialog is not None
         txn.on_timeout = lambda: self.spawn(self.hangup(call, reason="no_ack"))
         if not decision.pin:
@@ -347,8 +354,8 @@ class SipService:
                 await self._leave(call, "sip_cancelled")
                 return 0
         self.endpoint.respond(txn, 200, to_tag=call.dialog.local_tag, body=body.encode(),
-                              headers=[("Contact", self.contact), ("Allow", ALLOW), ("Supported", "timer"),
-                                       ("Session-Expires", f"{self.config.session_expires_s};refresher=uac")])
+                              headers=[("Contact", self.contact), ("Allow", ALLOW),
+                                       *self.timers.answer(call, txn)])
         # the media starts with the ACK (the dialog confirmed): a caller that hangs up at once
         # never costs the media threads a tick, and one whose ACK never comes is ended by timer H
         # (after the datagrams already read: a BYE right behind the ACK ends the call first)
@@ -523,8 +530,11 @@ class SipService:
                        "sip-bye")
 
     def _reinvite(self, txn: ServerTransaction) -> None:
+        """A re-INVITE or an UPDATE (RFC 3311): a new offer, or none (an UPDATE without a
+        body is a session refresh only, RFC 4028 §7.4); either refreshes the session timer."""
         call = self.by_sip.get(txn.parsed.call_id)
-        if call is None or call.dialog is None or call.leg is None or call.finished:
+        if call is None or call.dialog is None or call.leg is None or call.finished or \
+                txn.parsed.to_tag != call.dialog.local_tag:
             self.endpoint.respond(txn, 481)
             return
         leg = call.leg
@@ -532,6 +542,16 @@ class SipService:
             self.endpoint.respond(txn, 500, headers=[("Retry-After", "1")])
             return
         call.dialog.remote_cseq = txn.parsed.cseq.seq
+        if self.timers.reject_too_small(txn):
+            return
+        call.dialog.remote_target = self._contact_uri(txn.request) or call.dialog.remote_target  # §12.2.2
+        update = txn.request.method == "UPDATE"
+        if self.timers.glare(call) and (not update or sipmsg.is_sdp(txn.request)):
+            self.endpoint.respond(txn, 491)  # an offer while ours is in flight (RFC 3261 §14.2, RFC 3311 §5.2)
+            return
+        if update and not sipmsg.is_sdp(txn.request):
+            self.endpoint.respond(txn, 200, headers=[("Contact", self.contact), *self.timers.answer(call, txn)])
+            return
         direction = "sendrecv" if not call.on_hold else "sendonly"
         if sipmsg.is_sdp(txn.request):
             try:
@@ -553,9 +573,9 @@ class SipService:
             if held != call.on_hold:
                 call.on_hold = held
                 self.call_changed(call)
-        body = sdp.build(self.advertised, leg.local_port, [leg.codec], leg.telephone_event, direction,
-                         version=len(call.history) + 1)
-        self.endpoint.respond(txn, 200, body=body.encode(), headers=[("Contact", self.contact)])
+        body = call.sdp.build(self.advertised, leg.local_port, [leg.codec], leg.telephone_event, direction)
+        self.endpoint.respond(txn, 200, body=body.encode(),
+                              headers=[("Contact", self.contact), *self.timers.answer(call, txn)])
 
     # ---------------------------------------------------------------- dial-out
     async def dial(self, room_id: str, to: str, *, gate_id: str | None = None, from_user: str | None = None,
@@ -592,7 +612,7 @@ class SipService:
                                                  metadata={"sip_call_id": call.call_id})
         participant.edge = call
         call.participant_id = participant.participant_id
-        body = sdp.build(self.advertised, leg.local_port, offer_codecs, TELEPHONE_EVENT_PT)
+        body = call.sdp.build(self.advertised, leg.local_port, offer_codecs, TELEPHONE_EVENT_PT)
         self._send_invite(call, body, offer_codecs, auth)
         self.call_changed(call)
         loop = asyncio.get_running_loop()
@@ -640,19 +660,20 @@ class SipService:
                                code="invalid_address", field="to")
 
     def _send_invite(self, call: Call, body: str, offer_codecs: list[sdp.Codec], auth: tuple[str, str] | None,
-                     authorization: tuple[str, str] | None = None) -> None:
+                     authorization: tuple[str, str] | None = None, min_se: int | None = None) -> None:
         dialog = call.dialog
         assert dialog is not None
         req = dialog.request("INVITE", self.contact, cseq=dialog.local_cseq)
         req.headers.set_single("Content-Type", "application/sdp")
         req.headers.set_single("Allow", ALLOW)
+        self.timers.offer(req, min_se)
         if authorization:
             req.headers.set_single(*authorization)
         req.body = body.encode()
         call.outbound_request = req  # type: ignore[attr-defined]
 
         def on_response(parsed: Parsed) -> None:
-            self._invite_response(call, parsed, body, offer_codecs, auth, req, authorization is not None)
+            self._invite_response(call, parsed, body, offer_codecs, auth, req, authorization)
 
         def on_timeout() -> None:
             self.spawn(self._teardown(call, CallState.FAILED, reason="timeout", sip_status=408))
@@ -660,7 +681,9 @@ class SipService:
         call.client_txn = self.endpoint.send_request(req, dialog.peer, on_response, on_timeout)
 
     def _invite_response(self, call: Call, parsed: Parsed, body: str, offer_codecs: list[sdp.Codec],
-                         auth: tuple[str, str] | None, req: SipRequest, retried: bool) -> None:
+                         auth: tuple[str, str] | None, req: SipRequest,
+                         authorization: tuple[str, str] | None) -> None:
+        retried = authorization is not None
         response = parsed.message
         status = response.status_code  # type: ignore[union-attr]
         dialog = call.dialog
@@ -678,6 +701,12 @@ class SipService:
                 if header is not None:
                     dialog.local_cseq += 1
                     self._send_invite(call, body, offer_codecs, auth, header)
+                    return
+            if status == 422 and not call.finished and not call.cancel_requested:
+                min_se = self.timers.retry_min_se(response, req)  # type: ignore[arg-type]
+                if min_se is not None:  # RFC 4028 §7.3: again, with at least its Min-SE
+                    dialog.local_cseq += 1
+                    self._send_invite(call, body, offer_codecs, auth, authorization, min_se)
                     return
             if status == 487 or call.cancel_requested:
                 self.spawn(self._teardown(call, CallState.ENDED, reason="cancelled", sip_status=status))
@@ -720,9 +749,12 @@ class SipService:
         leg.remote = (answer.address, answer.port)
         leg.sending = answer.direction in ("sendrecv", "recvonly")
         call.codec = chosen.name
+        # the session is now the answered codec: what a refresh re-INVITE offers again
+        call.sdp.build(self.advertised, leg.local_port, [chosen], leg.telephone_event)
         self._attach_media(call)
         if self.engine is not None:
             self.engine.add(leg)
+        self.timers.connected(call, response)  # type: ignore[arg-type]
         call.set_state(CallState.CONNECTED, sip_status=status)
 
     def _ack_failure(self, call: Call, parsed: Parsed, req: SipRequest) -> None:
@@ -787,6 +819,7 @@ class SipService:
         if call.finished:
             return False
         self._detach_media(call)
+        self.timers.stop(call)
         call.set_state(state, sip_status=sip_status, reason=reason)
         self.calls.pop(call.call_id, None)
         if call.dialog is not None:
