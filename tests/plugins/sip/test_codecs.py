@@ -1,5 +1,6 @@
 """The legs' batched resamplers: stereo 8 kHz <-> 48 kHz filters against the mono reference,
-and a tone that survives the round trip at its frequency; the engine's epoll receive path."""
+and a tone that survives the round trip at its frequency; the engine's filter bank (slots in
+any order, each with its own memory); the engine's epoll receive path."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from plugins.sip.codecs import (
     DOWN_HISTORY,
     DOWN_HISTORY_STEREO,
     UP_HISTORY,
+    G711Bank,
     downsample_batch,
     downsample_stereo_8k,
     to_mono,
@@ -73,6 +75,61 @@ def test_round_trip_keeps_each_legs_tone() -> None:
         peak = freqs[np.abs(np.fft.rfft(signal[i])).argmax()]
         assert abs(peak - (200 + 40 * i)) < 10
         assert signal[i].std() > 8000 / np.sqrt(2) * 0.7  # pass band (<= 1.6 kHz): the level is kept
+
+
+def test_bank_matches_reference_filters_per_slot() -> None:
+    """The bank's filters give the reference results for legs served in any order and
+    subset, each slot keeping its own memory across ticks (full-scale input: clipping)."""
+    rng = np.random.default_rng(2)
+    bank = G711Bank(capacity=4)  # grows past it
+    slots = np.array([bank.allocate() for _ in range(LEGS)])
+    assert len(set(slots.tolist())) == LEGS
+    h_up = np.zeros((LEGS, UP_HISTORY), np.float32)
+    h_down = np.zeros((LEGS, DOWN_HISTORY_STEREO), np.float32)
+    pcm = _tones(LEGS, 6, 8000)
+    pcm[3] = rng.integers(-32768, 32767, pcm.shape[1])  # overshoots: must saturate, not wrap
+    for block in range(6):
+        # each tick a different subset in a different order, like legs whose packets arrived
+        served = rng.permutation(LEGS)[: LEGS - block]
+        part = pcm[served, block * 160:(block + 1) * 160]
+        h_ref = h_up[served]  # a copy: the reference updates it, the bank its own rows
+        ref = upsample_8k_stereo(part, h_ref)
+        out = bank.upsample(slots[served], part)
+        assert out.shape == (len(served), 960, 2) and out.dtype == np.int16
+        for row in range(len(served)):
+            assert np.abs(out[row].astype(int) - ref[row]).max() <= 1
+        h_up[served] = h_ref
+        blocks = [rng.integers(-9000, 9000, (960, 2)).astype(np.int16) for _ in served]
+        h_sub = h_down[served]
+        ref_down = downsample_stereo_8k(blocks, h_sub)
+        h_down[served] = h_sub
+        low = bank.downsample(slots[served], blocks)
+        assert low.shape == (len(served), 160) and np.abs(low.astype(int) - ref_down).max() <= 1
+    np.testing.assert_allclose(bank.up[slots], h_up, atol=1e-3)
+    np.testing.assert_allclose(bank.down[slots], h_down, atol=1e-3)
+
+
+def test_bank_round_trip_keeps_each_legs_tone_and_a_reused_slot_starts_silent() -> None:
+    bank = G711Bank()
+    slots = np.array([bank.allocate() for _ in range(LEGS)])
+    pcm = _tones(LEGS, 10, 8000)
+    back = []
+    for block in range(10):
+        up = bank.upsample(slots, pcm[:, block * 160:(block + 1) * 160])
+        assert np.array_equal(up[:, :, 0], up[:, :, 1])
+        back.append(bank.downsample(slots, list(up)))
+    signal = np.concatenate(back, axis=1)[:, 320:].astype(np.float64)
+    freqs = np.fft.rfftfreq(signal.shape[1], 1 / 8000)
+    for i in range(LEGS):
+        spectrum = np.abs(np.fft.rfft(signal[i]))
+        assert abs(freqs[spectrum.argmax()] - (200 + 40 * i)) < 10
+        assert signal[i].std() > 8000 / np.sqrt(2) * 0.7
+    bank.release(int(slots[5]))
+    again = bank.allocate()
+    assert again == slots[5]
+    # a new leg in a reused slot hears nothing of the old leg's tail
+    silent = bank.upsample(np.array([again]), np.zeros((1, 160), np.int16))
+    assert not silent.any()
 
 
 class _Track:
