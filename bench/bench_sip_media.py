@@ -168,6 +168,7 @@ def _node_main(conn, data_dir: str, max_calls: int) -> None:
                 reasons[call.reason] = reasons.get(call.reason, 0) + 1
             conn.send({"calls": len(service.calls), "ended": str(reasons),
                        "engine_ticks": engine.ticks, "engine_cpu": engine.tick_seconds,
+                       "engine_load": f"{engine.load:.2f}",  # a level, not a count
                        "sent": sum(leg.packets_out for leg in legs), "received": sum(leg.packets_in for leg in legs),
                        "mix_dropped": sum(getattr(leg.mix, "dropped", 0) for leg in legs),
                        "skipped": sum(leg.skipped for leg in legs),

@@ -49,6 +49,8 @@ MAX_BLOCKS_PER_TICK = 3  # catch-up bound after a late tick: older blocks are sk
 # that made the tick late)
 MAX_PACKETS_PER_TICK = 6  # received packets a leg decodes per tick; older ones are stale
 TIMEOUT_EVERY = 10  # ticks between RTP-timeout checks (200 ms: a timeout is tens of seconds)
+LOAD_SMOOTHING = 0.05  # per tick: the engine's load follows about the last second
+SATURATED = 0.8  # load (wall time of a tick / 20 ms) beyond which new calls are refused
 
 
 @dataclass(eq=False)
@@ -138,6 +140,9 @@ class LegEngine:
         self.ticks = 0
         self.tick_seconds = 0.0  # CPU of the ticks, for the benchmark
         self.skipped = 0
+        # wall time of a tick over its 20 ms, smoothed: with the GIL waits in it, this is the
+        # headroom the legs' real time has left (1.0: a tick takes the whole period)
+        self.load = 0.0
 
     @property
     def legs(self) -> tuple[MediaLeg, ...]:
@@ -209,14 +214,21 @@ class LegEngine:
                     deadline += skip * TICK
             if self._stop.is_set():
                 return
-            started = time.thread_time()
+            started, wall = time.thread_time(), time.monotonic()
             try:
                 self.tick()
             except Exception:
                 log.exception("sip media tick failed")
             self.tick_seconds += time.thread_time() - started
+            self.load += ((time.monotonic() - wall) / TICK - self.load) * LOAD_SMOOTHING
             self.ticks += 1
             deadline += TICK
+
+    @property
+    def saturated(self) -> bool:
+        """The ticks take most of their period: another call would put every leg's real
+        time at risk, so the service answers new INVITEs 503 (the established keep theirs)."""
+        return self.load > SATURATED
 
     def _slots(self) -> None:
         """Hand out and take back filter-bank slots (only this thread touches the bank)."""
@@ -416,11 +428,12 @@ class LegEngine:
         MAX_BLOCKS_PER_TICK after a late tick (so the legs follow the room's clock); beyond
         that the oldest are skipped, with the RTP timestamp moved on (the peer sees a loss)."""
         pending: list[MediaLeg] = []
+        later: list[MediaLeg] = []  # legs with more than one block queued (a late tick)
         for leg in legs:
             mix = leg.mix
             if mix is None or leg.closed:
                 continue
-            queued = getattr(mix, "queued", 1)  # a prompt player paces itself
+            queued = getattr(mix, "queued", MAX_BLOCKS_PER_TICK)  # a prompt player paces itself
             if queued == 0:
                 continue  # skip get_nowait's Empty path
             if queued > MAX_BLOCKS_PER_TICK:
@@ -432,21 +445,23 @@ class LegEngine:
                     leg.ts += leg.codec.samples_per_packet
                     leg.skipped += 1
             pending.append(leg)
+            if queued > 1:
+                later.append(leg)
         for round_ in range(MAX_BLOCKS_PER_TICK):
+            if round_:
+                pending, later = later, [leg for leg in later if getattr(leg.mix, "queued", MAX_BLOCKS_PER_TICK) > 1]
             if not pending:
                 return
             g711_legs: list[MediaLeg] = []
             g711_blocks: list[np.ndarray] = []
-            more = []
             for leg in pending:
                 mix = leg.mix
-                if mix is None or (round_ and getattr(mix, "queued", 1) == 0):
+                if mix is None:
                     continue
                 try:
                     _pts, block = mix.get_nowait()
                 except Empty:
                     continue
-                more.append(leg)
                 if leg.remote is None or not leg.sending:
                     leg.ts += leg.codec.samples_per_packet
                 elif leg.dtmf_out:
@@ -460,7 +475,6 @@ class LegEngine:
                     leg.ts += leg.codec.samples_per_packet
             if g711_legs:
                 self._send_g711(g711_legs, g711_blocks)
-            pending = more
 
     def _send_g711(self, legs: list[MediaLeg], blocks: list[np.ndarray]) -> None:
         """One block per leg: downmix, decimate and encode all at once, one sendto each."""
