@@ -232,9 +232,16 @@ def test_engine_decodes_mixed_laws_packet_sizes_and_gains_in_order() -> None:
             time.sleep(0.02)
             engine.tick()
         levels = []
-        for leg, (_name, _pt, freq, size, _gain) in zip(legs, setups, strict=True):
+        for leg, stream, (name, _pt, freq, size, gain) in zip(legs, streams, setups, strict=True):
             assert leg.lost == 0 and leg.skipped == 0 and leg.packets_in == 30 * 160 // size
-            assert sum(len(b) for b in leg.track.blocks) == 28800  # 600 ms, every packet once
+            published = np.concatenate(leg.track.blocks)
+            assert published.shape == (28800, 2)  # 600 ms, every packet once
+            # exactly the whole stream filtered in one go: each packet continued its leg's filter
+            pcm = g711.decode(stream, name)
+            if gain != 1.0:
+                pcm = np.clip(pcm * np.float32(gain), -32767, 32767).astype(np.int16)
+            reference = upsample_8k_stereo(pcm[None], np.zeros((1, UP_HISTORY), np.float32))[0]
+            assert np.abs(published.astype(int) - reference).max() <= 1
             peak, purity, level = _dominant(leg.track.blocks)
             assert abs(peak - freq) < 5 and purity > 0.99
             levels.append(level)
