@@ -1,8 +1,11 @@
 """Voice codecs of a leg: G.711 from numpy tables, G.722 and Opus through PyAV, and the
 resampling between the bus (48 kHz stereo) and the codec's rate.
 
-The engine encodes all G.711 legs of a tick in one batch (:func:`downsample_batch` then one
-table lookup); G.722 and Opus legs keep a stateful PyAV encoder and decoder each.
+The engine filters all G.711 legs of a tick in one batch through :class:`G711Bank` (the
+legs' filter memories as rows of two arrays, each direction one stacked matmul), then one
+table lookup; :func:`upsample_8k_stereo` and :func:`downsample_stereo_8k` are the same
+filters on caller-held memories (the reference in the tests, and for odd packet sizes).
+G.722 and Opus legs keep a stateful PyAV encoder and decoder each.
 """
 
 from __future__ import annotations
