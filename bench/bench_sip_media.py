@@ -150,7 +150,21 @@ class LoadGen:
 
 # ------------------------------------------------------------------------ the node
 def _node_main(conn, data_dir: str, max_calls: int) -> None:
+    import gc
+
     from bench.bench_sip import start_sip_node
+
+    pauses = {"start": 0.0, "total": 0.0, "max": 0.0}
+
+    def on_gc(phase: str, _info: dict) -> None:  # the collector's pauses stop every thread
+        now = time.perf_counter()
+        if phase == "start":
+            pauses["start"] = now
+        else:
+            pauses["total"] += now - pauses["start"]
+            pauses["max"] = max(pauses["max"], now - pauses["start"])
+
+    gc.callbacks.append(on_gc)
 
     async def run() -> None:
         node, service = await start_sip_node(data_dir, max_calls)
@@ -168,11 +182,14 @@ def _node_main(conn, data_dir: str, max_calls: int) -> None:
                 reasons[call.reason] = reasons.get(call.reason, 0) + 1
             conn.send({"calls": len(service.calls), "ended": str(reasons),
                        "engine_ticks": engine.ticks, "engine_cpu": engine.tick_seconds,
+                       "engine_load": f"{engine.load:.2f}",  # a level, not a count
                        "sent": sum(leg.packets_out for leg in legs), "received": sum(leg.packets_in for leg in legs),
                        "mix_dropped": sum(getattr(leg.mix, "dropped", 0) for leg in legs),
                        "skipped": sum(leg.skipped for leg in legs),
                        "mixer_ticks": getattr(mixer, "ticks", None),
-                       "mixer_skipped": getattr(mixer, "skipped_ticks", None)})
+                       "mixer_skipped": getattr(mixer, "skipped_ticks", None),
+                       "gc_seconds": pauses["total"], "gc_max_ms": f"{pauses['max'] * 1000:.1f}"})
+            pauses["max"] = 0.0  # the next answer's: the longest pause since this one
         await node.stop()
 
     asyncio.run(run())

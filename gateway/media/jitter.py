@@ -35,11 +35,12 @@ class AudioJitterBuffer:
 
     def push(self, samples: np.ndarray) -> None:
         """Queue an (n, 2) int16 block. Never blocks the publisher."""
-        if samples.size == 0:
+        n = len(samples)
+        if n == 0:
             return
         with self._lock:
             self._chunks.append(samples)
-            self._queued += len(samples)
+            self._queued += n
             excess = self._queued - self.maximum
             while excess > 0 and self._chunks:
                 head = self._chunks[0]
@@ -72,6 +73,11 @@ class AudioJitterBuffer:
                     return out
                 self.underruns += 1
                 return None
+            head = self._chunks[0]
+            if len(head) == n:  # the common case, chunks of the block size: no slicing
+                self._chunks.popleft()
+                self._queued -= n
+                return head
             return self._take(n)
 
     def _take(self, n: int) -> np.ndarray:

@@ -1,10 +1,19 @@
 """Call legs' media: one worker thread moves the RTP of every leg once per 20 ms tick.
 
-Per tick it drains every leg's socket (non-blocking), decodes (G.711 with numpy tables,
-G.722/Opus with PyAV), pushes the audio onto the leg's track; then takes every leg's
-mix-minus block from the room mixer, downsamples all G.711 legs in one numpy pass, encodes
-and sends one 20 ms packet each. Nothing of this rides the event loop: the loop only gets
-the rare events (a DTMF digit, an RTP timeout) through ``call_soon_threadsafe``.
+Per tick it takes every leg's mix-minus block from the room mixer and sends it (all G.711
+legs downmixed, decimated and encoded in one numpy pass, then one sendto each), then drains
+the sockets epoll reports ready, decodes (G.711: every leg's packet in one table lookup and
+one filter-bank pass; G.722/Opus with PyAV) and pushes the audio onto each leg's track. The
+per-sample work of the G.711 legs is a fixed number of numpy calls per tick whatever the
+number of legs (:class:`~plugins.sip.codecs.G711Bank` keeps their filter memories, one row
+per leg); what is left per leg in Python is one recvfrom, one sendto and a few attribute
+updates. Nothing of this rides the event loop: the loop only gets the rare events (a DTMF
+digit, an RTP timeout) through ``call_soon_threadsafe``.
+
+Capacity: the engine's ``load`` is a tick's wall time over its 20 ms, smoothed over about a
+second; past ``SATURATED`` (0.8) the service answers new calls 503 + Retry-After, so the
+established legs keep their real time (``python -m bench.bench_sip_media``: 300 legs take
+about 0.6 of it on a quiet 2-core machine, 400 do not fit).
 
 Symmetric RTP (RFC 4961): a leg sends to where its peer's packets come from once one
 arrived (NAT latching), to the SDP address before that.
@@ -32,11 +41,9 @@ import structlog
 from plugins.sip import dtmf, g711, rtp
 from plugins.sip.codecs import (
     DOWN_HISTORY,
-    DOWN_HISTORY_STEREO,
-    UP_HISTORY,
+    G711Bank,
     PyAvCodec,
     downsample_batch,
-    downsample_stereo_8k,
     to_mono,
     upsample_8k_stereo,
 )
@@ -50,6 +57,9 @@ MAX_BLOCKS_PER_TICK = 3  # catch-up bound after a late tick: older blocks are sk
 # in a burst (a peer's jitter buffer would drop a burst anyway, and skipping sheds the work
 # that made the tick late)
 MAX_PACKETS_PER_TICK = 6  # received packets a leg decodes per tick; older ones are stale
+TIMEOUT_EVERY = 10  # ticks between RTP-timeout checks (200 ms: a timeout is tens of seconds)
+LOAD_SMOOTHING = 0.05  # per tick: the engine's load follows about the last second
+SATURATED = 0.8  # load (wall time of a tick / 20 ms) beyond which new calls are refused
 
 
 @dataclass(eq=False)
@@ -79,9 +89,8 @@ class MediaLeg:
     bytes_in: int = 0
     lost: int = 0
     skipped: int = 0  # mix blocks not sent / packets not decoded because the engine was late
-    history: np.ndarray = field(default_factory=lambda: np.zeros((1, DOWN_HISTORY), dtype=np.float32))
-    history_stereo: np.ndarray = field(default_factory=lambda: np.zeros((1, DOWN_HISTORY_STEREO), dtype=np.float32))
-    up_history: np.ndarray = field(default_factory=lambda: np.zeros((1, UP_HISTORY), dtype=np.float32))
+    history: np.ndarray = field(default_factory=lambda: np.zeros((1, DOWN_HISTORY), dtype=np.float32))  # PyAV legs
+    slot: int = -1  # G.711 legs: the row of the engine's filter bank (set by the media thread)
     pyav: PyAvCodec | None = None
     dtmf_out: deque[tuple[bytes, bool] | None] = field(default_factory=deque)
     _dtmf_ts: int | None = None
@@ -118,7 +127,13 @@ class LegEngine:
     It ticks right after the room mixer (it waits on the newest leg's mix output, with a 20 ms
     timer as the fallback): running while the mixer sleeps means the two threads don't hand
     the GIL to each other at every socket call. Receiving asks one epoll set which of the
-    legs' sockets have data, so idle sockets cost no system call."""
+    legs' sockets have data, so idle sockets cost no system call.
+
+    Per leg and tick only what must be per leg runs in Python: one recvfrom, the sequence
+    check, one ``push_samples``, one ``get_nowait`` and one sendto. Everything per sample is one
+    numpy pass over all G.711 legs of the tick: the table decode, the gains, the filters of
+    the :class:`G711Bank` (whose rows, one per leg, only this thread touches: legs get and give
+    back their slot at the start of a tick), the encode."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -128,9 +143,15 @@ class LegEngine:
         self._thread: threading.Thread | None = None
         self._poll = select.epoll()
         self._fds: dict[int, tuple[MediaLeg, bool]] = {}  # fd -> (leg, is RTCP); swapped whole
+        self.bank = G711Bank()
+        self._joined: deque[MediaLeg] = deque()  # legs waiting for a filter slot
+        self._left: deque[MediaLeg] = deque()  # legs whose slot goes back to the bank
         self.ticks = 0
         self.tick_seconds = 0.0  # CPU of the ticks, for the benchmark
         self.skipped = 0
+        # wall time of a tick over its 20 ms, smoothed: with the GIL waits in it, this is the
+        # headroom the legs' real time has left (1.0: a tick takes the whole period)
+        self.load = 0.0
 
     @property
     def legs(self) -> tuple[MediaLeg, ...]:
@@ -144,6 +165,8 @@ class LegEngine:
                 self._poll.register(sock.fileno(), select.EPOLLIN)
                 fds[sock.fileno()] = (leg, rtcp)
             self._fds = fds
+        if leg.pyav is None:
+            self._joined.append(leg)
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="sip-media", daemon=True)
             self._thread.start()
@@ -158,6 +181,7 @@ class LegEngine:
                     with contextlib.suppress(OSError, ValueError):
                         self._poll.unregister(sock.fileno())
             self._fds = fds
+        self._left.append(leg)  # after leaving _legs: no later tick serves it
         leg.close()
 
     def stop(self) -> None:
@@ -199,28 +223,47 @@ class LegEngine:
                     deadline += skip * TICK
             if self._stop.is_set():
                 return
-            started = time.thread_time()
+            started, wall = time.thread_time(), time.monotonic()
             try:
                 self.tick()
             except Exception:
                 log.exception("sip media tick failed")
             self.tick_seconds += time.thread_time() - started
+            self.load += ((time.monotonic() - wall) / TICK - self.load) * LOAD_SMOOTHING
             self.ticks += 1
             deadline += TICK
 
+    @property
+    def saturated(self) -> bool:
+        """The ticks take most of their period: another call would put every leg's real
+        time at risk, so the service answers new INVITEs 503 (the established keep theirs)."""
+        return self.load > SATURATED
+
+    def _slots(self) -> None:
+        """Hand out and take back filter-bank slots (only this thread touches the bank)."""
+        while self._joined:
+            leg = self._joined.popleft()
+            if not leg.closed and leg.slot < 0:
+                leg.slot = self.bank.allocate()
+        while self._left:
+            leg = self._left.popleft()
+            if leg.slot >= 0:
+                self.bank.release(leg.slot)
+                leg.slot = -1
+
     def tick(self) -> None:
+        if self._joined or self._left:
+            self._slots()
         legs = self._legs
         self._send(legs)  # first: the mix was just made
         now = time.monotonic()
-        self._g711_in: list[tuple[MediaLeg, bytes]] = []
         self._receive_all(now)
-        if self._g711_in:
-            self._decode_g711(self._g711_in)
-        for leg in legs:  # RTP timeout
-            if (now - leg.last_rx > leg.rtp_timeout and leg.rtp_timeout and leg.receiving
-                    and not leg._timed_out and not leg.closed and leg.on_timeout is not None):
-                leg._timed_out = True
-                self.loop.call_soon_threadsafe(leg.on_timeout)
+        if self.ticks % TIMEOUT_EVERY == 0:
+            for leg in legs:  # RTP timeout
+                if (now - leg.last_rx > leg.rtp_timeout and leg.rtp_timeout and leg.receiving
+                        and not leg._timed_out and not leg.closed and leg.on_timeout is not None):
+                    leg._timed_out = True
+                    self.loop.call_soon_threadsafe(leg.on_timeout)
 
     # ---------------------------------------------------------------- receiving
     def _receive_all(self, now: float) -> None:
@@ -228,8 +271,9 @@ class LegEngine:
         triggered: a socket with more queued is ready again in the next round)."""
         got: dict[MediaLeg, list[tuple[int, bytes]]] = {}
         fds = self._fds
+        poll = self._poll.poll
         for _round in range(16):
-            events = self._poll.poll(0)
+            events = poll(0)
             if not events:
                 break
             for fd, _mask in events:
@@ -271,8 +315,17 @@ class LegEngine:
                 if addr != leg.remote:  # symmetric RTP: follow the peer's real source (NAT)
                     leg.remote = addr
                     leg.latched = True
+        if got:
+            self._accept(got)
+
+    def _accept(self, got: dict[MediaLeg, list[tuple[int, bytes]]]) -> None:
+        """Order each leg's packets, drop duplicates and late ones, count losses; decode the
+        rest in rounds: round r holds each leg's r-th packet of the tick, so every filter
+        sees its leg's packets in order."""
+        rounds: list[list[tuple[MediaLeg, bytes]]] = [[]]
+        first = rounds[0]
         for leg, packets in got.items():
-            if leg.closed:
+            if leg.closed or leg.track is None:
                 continue
             leg.packets_in += len(packets)
             if len(packets) > 1:
@@ -281,22 +334,37 @@ class LegEngine:
                 if len(packets) > MAX_PACKETS_PER_TICK:  # a late tick: decode the newest only
                     leg.skipped += len(packets) - MAX_PACKETS_PER_TICK
                     packets = packets[-MAX_PACKETS_PER_TICK:]
+            r = 0
             for sequence, payload in packets:
-                if leg._last_seq is not None:
-                    delta = (sequence - leg._last_seq) & 0xFFFF
+                last = leg._last_seq
+                if last is not None:
+                    delta = (sequence - last) & 0xFFFF
                     if delta == 0 or delta > 0x8000:
                         continue  # duplicate or too late
-                    leg.lost += delta - 1
+                    if delta != 1:
+                        leg.lost += delta - 1
                 leg._last_seq = sequence
+                if not payload:
+                    continue
                 leg.bytes_in += len(payload)
-                self._decode(leg, payload)
+                if leg.pyav is not None:
+                    self._decode_pyav(leg, payload)
+                    continue
+                if r == 0:
+                    first.append((leg, payload))
+                else:
+                    if r == len(rounds):
+                        rounds.append([])
+                    rounds[r].append((leg, payload))
+                r += 1
+        for group in rounds:
+            if group:
+                self._decode_g711(group)
 
-    def _decode(self, leg: MediaLeg, payload: bytes) -> None:
+    def _decode_pyav(self, leg: MediaLeg, payload: bytes) -> None:
+        assert leg.pyav is not None
         track = leg.track  # read once: the loop may detach it meanwhile
-        if track is None or not payload:
-            return
-        if leg.pyav is None:
-            self._g711_in.append((leg, payload))  # decoded with every other leg's, below
+        if track is None:
             return
         for frame in leg.pyav.decode(payload):
             if leg.gain != 1.0:
@@ -309,27 +377,46 @@ class LegEngine:
             track.push_frame(frame)
 
     def _decode_g711(self, received: list[tuple[MediaLeg, bytes]]) -> None:
-        """This tick's G.711 payloads: the 20 ms ones of all legs as one batch (table lookup,
-        gain, 6x polyphase upsampling, stereo), odd sizes one by one; then onto the tracks."""
-        batch = [(leg, p) for leg, p in received if len(p) == 160]
-        odd = [(leg, p) for leg, p in received if len(p) != 160 and len(p) % 2 == 0]
-        for group in ([batch] if batch else []) + [[item] for item in odd]:
-            codes = np.frombuffer(b"".join(p for _, p in group), dtype=np.uint8).reshape(len(group), -1)
-            laws = {leg.codec.name for leg, _ in group}
-            if len(laws) == 1:
-                pcm = g711.decode(codes, laws.pop())
-            else:
-                pcm = np.stack([g711.decode(c, leg.codec.name) for c, (leg, _) in zip(codes, group, strict=True)])
-            gains = np.array([leg.gain for leg, _ in group], dtype=np.float32)
-            if (gains != 1.0).any():
-                pcm = np.clip(pcm * gains[:, None], -32767, 32767).astype(np.int16)
-            history = np.concatenate([leg.up_history for leg, _ in group])
-            stereo = upsample_8k_stereo(pcm, history)
-            for i, (leg, _) in enumerate(group):
-                leg.up_history = history[i:i + 1]
-                track = leg.track
-                if track is not None:
-                    track.push_samples(stereo[i])
+        """One packet per leg: the 20 ms ones of all legs as one batch (table lookup, gain,
+        6x polyphase upsampling to stereo in the filter bank), odd sizes one by one; then
+        onto the tracks."""
+        batch = [(leg, p) for leg, p in received if len(p) == 160 and leg.slot >= 0]
+        if len(batch) != len(received):
+            for leg, payload in received:
+                if len(payload) != 160 and len(payload) % 2 == 0 and leg.slot >= 0:
+                    self._decode_odd(leg, payload)
+        if not batch:
+            return
+        k = len(batch)
+        codes = np.frombuffer(b"".join([p for _, p in batch]), dtype=np.uint8).reshape(k, 160)
+        alaw = [leg.codec.name == "PCMA" for leg, _ in batch]
+        if not any(alaw):
+            pcm = g711.ULAW_DECODE[codes]
+        elif all(alaw):
+            pcm = g711.ALAW_DECODE[codes]
+        else:
+            pcm = np.where(np.array(alaw)[:, None], g711.ALAW_DECODE[codes], g711.ULAW_DECODE[codes])
+        gains = [leg.gain for leg, _ in batch]
+        if any(g != 1.0 for g in gains):
+            pcm = np.clip(pcm * np.array(gains, dtype=np.float32)[:, None], -32767, 32767).astype(np.int16)
+        slots = np.fromiter([leg.slot for leg, _ in batch], dtype=np.intp, count=k)
+        stereo = self.bank.upsample(slots, pcm)
+        for (leg, _), block in zip(batch, stereo, strict=True):
+            track = leg.track  # read once: the loop may detach it meanwhile
+            if track is not None:
+                track.push_samples(block)
+
+    def _decode_odd(self, leg: MediaLeg, payload: bytes) -> None:
+        """A G.711 packet of another length than 20 ms: alone, with its leg's filter row."""
+        pcm = g711.decode(payload, leg.codec.name)[None]
+        if leg.gain != 1.0:
+            pcm = np.clip(pcm * leg.gain, -32767, 32767).astype(np.int16)
+        history = self.bank.up[leg.slot:leg.slot + 1].copy()
+        stereo = upsample_8k_stereo(pcm, history)[0]
+        self.bank.up[leg.slot] = history[0]
+        track = leg.track
+        if track is not None:
+            track.push_samples(stereo)
 
     def _event(self, leg: MediaLeg, packet: rtp.RtpPacket) -> None:
         """One digit per event (RFC 4733 §2.5): a new timestamp, or a restart after an end."""
@@ -349,64 +436,78 @@ class LegEngine:
         """Send the mix blocks the mixer has queued for each leg: one per 20 ms on time, up to
         MAX_BLOCKS_PER_TICK after a late tick (so the legs follow the room's clock); beyond
         that the oldest are skipped, with the RTP timestamp moved on (the peer sees a loss)."""
-        pending = [leg for leg in legs if not leg.closed and leg.mix is not None]
-        for leg in pending:
+        pending: list[MediaLeg] = []
+        later: list[MediaLeg] = []  # legs with more than one block queued (a late tick)
+        for leg in legs:
             mix = leg.mix
-            excess = getattr(mix, "queued", 0) - MAX_BLOCKS_PER_TICK
-            for _ in range(excess):
-                try:
-                    mix.get_nowait()
-                except Empty:
-                    break
-                leg.ts += leg.codec.samples_per_packet
-                leg.skipped += 1
-        for _round in range(MAX_BLOCKS_PER_TICK):
+            if mix is None or leg.closed:
+                continue
+            queued = getattr(mix, "queued", MAX_BLOCKS_PER_TICK)  # a prompt player paces itself
+            if queued == 0:
+                continue  # skip get_nowait's Empty path
+            if queued > MAX_BLOCKS_PER_TICK:
+                for _ in range(queued - MAX_BLOCKS_PER_TICK):
+                    try:
+                        mix.get_nowait()
+                    except Empty:
+                        break
+                    leg.ts += leg.codec.samples_per_packet
+                    leg.skipped += 1
+            pending.append(leg)
+            if queued > 1:
+                later.append(leg)
+        for round_ in range(MAX_BLOCKS_PER_TICK):
+            if round_:
+                pending, later = later, [leg for leg in later if getattr(leg.mix, "queued", MAX_BLOCKS_PER_TICK) > 1]
             if not pending:
                 return
             g711_legs: list[MediaLeg] = []
             g711_blocks: list[np.ndarray] = []
-            more = []
             for leg in pending:
                 mix = leg.mix
-                if mix is None or getattr(mix, "queued", 1) == 0:  # skip get_nowait's Empty path
+                if mix is None:
                     continue
                 try:
                     _pts, block = mix.get_nowait()
                 except Empty:
                     continue
-                more.append(leg)
                 if leg.remote is None or not leg.sending:
                     leg.ts += leg.codec.samples_per_packet
                 elif leg.dtmf_out:
                     self._send_event(leg)
-                elif leg.pyav is None:
+                elif leg.pyav is not None:
+                    self._send_pyav(leg, block)
+                elif leg.slot >= 0:
                     g711_legs.append(leg)
                     g711_blocks.append(block)
-                else:
-                    self._send_pyav(leg, block)
+                else:  # joined after this tick's slots were handed out: from the next tick on
+                    leg.ts += leg.codec.samples_per_packet
             if g711_legs:
-                history = np.concatenate([leg.history_stereo for leg in g711_legs])
-                low = downsample_stereo_8k(g711_blocks, history)
-                encoded = {"PCMU": g711.encode(low, "PCMU")} if any(x.codec.name == "PCMU" for x in g711_legs) else {}
-                if any(x.codec.name == "PCMA" for x in g711_legs):
-                    encoded["PCMA"] = g711.encode(low, "PCMA")
-                payloads = {law: codes.tobytes() for law, codes in encoded.items()}
-                size = low.shape[1]
-                pack = rtp.HEADER.pack
-                for i, leg in enumerate(g711_legs):  # _emit inlined: this runs per leg per tick
-                    leg.history_stereo = history[i:i + 1]
-                    codec = leg.codec
-                    seq, ts = leg.seq, leg.ts
-                    packet = pack(0x80, codec.payload_type, seq, ts & 0xFFFFFFFF, leg.ssrc) + \
-                        payloads[codec.name][i * size:(i + 1) * size]
-                    leg.seq = (seq + 1) & 0xFFFF
-                    leg.ts = ts + codec.samples_per_packet
-                    try:
-                        leg.rtp_sock.sendto(packet, leg.remote)  # type: ignore[arg-type]
-                        leg.packets_out += 1
-                    except OSError:
-                        pass  # a full buffer or an unreachable peer: the next tick tries again
-            pending = more
+                self._send_g711(g711_legs, g711_blocks)
+
+    def _send_g711(self, legs: list[MediaLeg], blocks: list[np.ndarray]) -> None:
+        """One block per leg: downmix, decimate and encode all at once, one sendto each."""
+        k = len(legs)
+        slots = np.fromiter([leg.slot for leg in legs], dtype=np.intp, count=k)
+        low = self.bank.downsample(slots, blocks)
+        laws = [leg.codec.name for leg in legs]
+        payloads = {}
+        for law in ("PCMU", "PCMA"):
+            if law in laws:
+                payloads[law] = g711.encode(low, law).tobytes()
+        pack = rtp.HEADER.pack
+        for i, leg in enumerate(legs):  # _emit inlined: this runs per leg per tick
+            codec = leg.codec
+            seq, ts = leg.seq, leg.ts
+            packet = pack(0x80, codec.payload_type, seq, ts & 0xFFFFFFFF, leg.ssrc) + \
+                payloads[codec.name][i * 160:(i + 1) * 160]
+            leg.seq = (seq + 1) & 0xFFFF
+            leg.ts = ts + codec.samples_per_packet
+            try:
+                leg.rtp_sock.sendto(packet, leg.remote)  # type: ignore[arg-type]
+                leg.packets_out += 1
+            except OSError:
+                pass  # a full buffer or an unreachable peer: the next tick tries again
 
     def _send_pyav(self, leg: MediaLeg, block: np.ndarray) -> None:
         assert leg.pyav is not None

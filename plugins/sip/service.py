@@ -200,10 +200,16 @@ class SipService:
     def on_dialog_ack(self, parsed: Parsed, peer: Peer) -> None:
         pass  # the 2xx retransmissions stopped in the endpoint; nothing else waits for it
 
+    @property
+    def media_saturated(self) -> bool:
+        """The legs' media thread is near the end of its real time: no more calls for now."""
+        return self.engine is not None and self.engine.saturated
+
     # ---------------------------------------------------------------- inbound INVITE
     def _inbound(self, txn: ServerTransaction) -> None:
         request: SipRequest = txn.request
-        if self.active_calls >= self.config.max_calls or self.pending_setups >= self.config.max_pending_setups:
+        if (self.active_calls >= self.config.max_calls or self.pending_setups >= self.config.max_pending_setups
+                or self.media_saturated):
             self.rejected_busy += 1
             self.endpoint.respond(txn, 503, headers=[("Retry-After", str(self.config.retry_after_s))])
             return
@@ -584,7 +590,7 @@ class SipService:
         room = await self.node.rooms.get(room_id)
         if self.disabled:
             raise NoCapacity("the SIP edge is not running (its port could not be bound)", code="sip_disabled")
-        if self.active_calls >= self.config.max_calls:
+        if self.active_calls >= self.config.max_calls or self.media_saturated:
             raise NoCapacity("the SIP edge is at capacity", code="sip_busy")
         uri, peer, codecs, auth = await self._target(to, gate_id)
         from_user = from_user or "mediagate"

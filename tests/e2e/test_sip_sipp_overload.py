@@ -46,3 +46,48 @@ async def test_flood_beyond_capacity_gets_503_and_calls_keep_audio(node: Any, cl
         assert await established.wait(60) == 0, established.errors()
     finally:
         established.kill()
+
+
+@pytest.fixture
+async def roomy_node(make_node: Any) -> Any:
+    return await make_node("plugins.sip.port=0", "plugins.sip.rtp_port_min=0", "plugins.sip.rtp_port_max=0",
+                           "plugins.sip.rtp_timeout_s=0", "plugins.sip.max_calls=100", "plugins.sip.retry_after_s=9")
+
+
+async def test_saturated_media_engine_refuses_new_calls_and_keeps_audio(
+        roomy_node: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Far below max_calls, but with the media thread's ticks past their budget (the threshold
+    lowered below any load, the decision itself unchanged): new INVITEs get 503 + Retry-After,
+    and once the load falls back under it calls are taken again."""
+    from gateway.rooms.models import RoomCreate
+    from plugins.sip import legs
+
+    node = roomy_node
+    service = node.pm.get_plugin("sip").service
+    target = f"127.0.0.1:{service.endpoint.port}"
+    await node.rooms.create(RoomCreate(room_id="saturated"))  # `client` talks to the other fixture's node
+    established = await Sipp(sipp_args("uac_pcap", target, "-s", "saturated", "-m", "1", "-l", "1",
+                                       port=free_port(), media_port=free_port())).start()
+    try:
+        for _ in range(300):
+            if len(service.calls) == 1 and all(c.leg and c.leg.packets_in > 20 for c in service.calls.values()):
+                break
+            await asyncio.sleep(0.05)
+        assert len(service.calls) == 1, [(c.state, c.reason, c.sip_status) for c in service.ended.values()]
+        assert not service.media_saturated
+        before = {c.call_id: c.leg.packets_in for c in service.calls.values()}
+        monkeypatch.setattr(legs, "SATURATED", -1.0)
+        assert service.media_saturated
+        code, flood = await run_sipp(sipp_args("uac_expect_busy.xml", target, "-s", "saturated", "-m", "10", "-r", "50",
+                                               "-trace_msg", port=free_port(), media_port=free_port()))
+        assert code == 0, flood.errors()
+        log = next(flood.dir.glob("*_messages.log")).read_text(errors="replace")
+        assert log.count("SIP/2.0 503") >= 10 and "Retry-After: 9" in log
+        await asyncio.sleep(0.5)
+        after = {c.call_id: c.leg.packets_in for c in service.calls.values()}
+        assert set(after) == set(before) and all(after[k] > before[k] + 10 for k in before), (before, after)
+        monkeypatch.setattr(legs, "SATURATED", 0.8)
+        assert not service.media_saturated  # one call is far from the budget
+        assert await established.wait(60) == 0, established.errors()
+    finally:
+        established.kill()

@@ -1,5 +1,6 @@
 """The legs' batched resamplers: stereo 8 kHz <-> 48 kHz filters against the mono reference,
-and a tone that survives the round trip at its frequency; the engine's epoll receive path."""
+and a tone that survives the round trip at its frequency; the engine's filter bank (slots in
+any order, each with its own memory); the engine's epoll receive path."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from plugins.sip.codecs import (
     DOWN_HISTORY,
     DOWN_HISTORY_STEREO,
     UP_HISTORY,
+    G711Bank,
     downsample_batch,
     downsample_stereo_8k,
     to_mono,
@@ -75,6 +77,61 @@ def test_round_trip_keeps_each_legs_tone() -> None:
         assert signal[i].std() > 8000 / np.sqrt(2) * 0.7  # pass band (<= 1.6 kHz): the level is kept
 
 
+def test_bank_matches_reference_filters_per_slot() -> None:
+    """The bank's filters give the reference results for legs served in any order and
+    subset, each slot keeping its own memory across ticks (full-scale input: clipping)."""
+    rng = np.random.default_rng(2)
+    bank = G711Bank(capacity=4)  # grows past it
+    slots = np.array([bank.allocate() for _ in range(LEGS)])
+    assert len(set(slots.tolist())) == LEGS
+    h_up = np.zeros((LEGS, UP_HISTORY), np.float32)
+    h_down = np.zeros((LEGS, DOWN_HISTORY_STEREO), np.float32)
+    pcm = _tones(LEGS, 6, 8000)
+    pcm[3] = rng.integers(-32768, 32767, pcm.shape[1])  # overshoots: must saturate, not wrap
+    for block in range(6):
+        # each tick a different subset in a different order, like legs whose packets arrived
+        served = rng.permutation(LEGS)[: LEGS - block]
+        part = pcm[served, block * 160:(block + 1) * 160]
+        h_ref = h_up[served]  # a copy: the reference updates it, the bank its own rows
+        ref = upsample_8k_stereo(part, h_ref)
+        out = bank.upsample(slots[served], part)
+        assert out.shape == (len(served), 960, 2) and out.dtype == np.int16
+        for row in range(len(served)):
+            assert np.abs(out[row].astype(int) - ref[row]).max() <= 1
+        h_up[served] = h_ref
+        blocks = [rng.integers(-9000, 9000, (960, 2)).astype(np.int16) for _ in served]
+        h_sub = h_down[served]
+        ref_down = downsample_stereo_8k(blocks, h_sub)
+        h_down[served] = h_sub
+        low = bank.downsample(slots[served], blocks)
+        assert low.shape == (len(served), 160) and np.abs(low.astype(int) - ref_down).max() <= 1
+    np.testing.assert_allclose(bank.up[slots], h_up, atol=1e-3)
+    np.testing.assert_allclose(bank.down[slots], h_down, atol=1e-3)
+
+
+def test_bank_round_trip_keeps_each_legs_tone_and_a_reused_slot_starts_silent() -> None:
+    bank = G711Bank()
+    slots = np.array([bank.allocate() for _ in range(LEGS)])
+    pcm = _tones(LEGS, 10, 8000)
+    back = []
+    for block in range(10):
+        up = bank.upsample(slots, pcm[:, block * 160:(block + 1) * 160])
+        assert np.array_equal(up[:, :, 0], up[:, :, 1])
+        back.append(bank.downsample(slots, list(up)))
+    signal = np.concatenate(back, axis=1)[:, 320:].astype(np.float64)
+    freqs = np.fft.rfftfreq(signal.shape[1], 1 / 8000)
+    for i in range(LEGS):
+        spectrum = np.abs(np.fft.rfft(signal[i]))
+        assert abs(freqs[spectrum.argmax()] - (200 + 40 * i)) < 10
+        assert signal[i].std() > 8000 / np.sqrt(2) * 0.7
+    bank.release(int(slots[5]))
+    again = bank.allocate()
+    assert again == slots[5]
+    # a new leg in a reused slot hears nothing of the old leg's tail
+    silent = bank.upsample(np.array([again]), np.zeros((1, 160), np.int16))
+    assert not silent.any()
+
+
 class _Track:
     def __init__(self) -> None:
         self.blocks: list[np.ndarray] = []
@@ -118,6 +175,78 @@ def test_engine_receives_through_epoll_and_latches() -> None:
         assert legs[1].packets_in == 0 and not legs[1].track.blocks and not legs[1].latched
         engine.remove(legs[1])
         assert legs[1].closed and len(engine._fds) == 2
+    finally:
+        engine._thread = None
+        engine.stop()
+        for s in peers:
+            s.close()
+        loop.close()
+
+
+def _dominant(blocks: list[np.ndarray]) -> tuple[float, float, float]:
+    """The strongest frequency, the share of the power within 30 Hz of it (a clean tone: near
+    1; packets out of order or missing: clicks spread it) and the RMS of a leg's published
+    48 kHz audio (left channel), past the filters' start."""
+    signal = np.concatenate(blocks)[960:, 0].astype(np.float64)
+    freqs = np.fft.rfftfreq(len(signal), 1 / 48000)
+    power = np.abs(np.fft.rfft(signal * np.hanning(len(signal)))) ** 2
+    peak = float(freqs[power.argmax()])
+    return peak, float(power[np.abs(freqs - peak) <= 30].sum() / power.sum()), float(signal.std())
+
+
+def test_engine_decodes_mixed_laws_packet_sizes_and_gains_in_order() -> None:
+    """One tick with several packets per leg (decoded in rounds, in sequence order), µ-law
+    and A-law legs in one batch, a 10 ms leg on the odd-size path and a gain: each leg's track
+    gets its own tone, continuous and at its level."""
+    loop = asyncio.new_event_loop()
+    engine = LegEngine(loop)
+    peers, legs = [], []
+    setups = [("PCMU", 0, 400.0, 160, 1.0), ("PCMA", 8, 1000.0, 160, 0.5), ("PCMU", 0, 600.0, 80, 1.0)]
+    try:
+        for name, pt, _freq, _size, gain in setups:
+            pair = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(2)]
+            for s in pair:
+                s.bind(("127.0.0.1", 0))
+                s.setblocking(False)
+            peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            peer.bind(("127.0.0.1", 0))
+            peers.append(peer)
+            leg = MediaLeg(pair[0], pair[1], Codec(name, pt, 8000, 8000), 101, None, rtp_timeout=0)
+            leg.track, leg.gain = _Track(), gain
+            legs.append(leg)
+        engine._thread = object()  # type: ignore[assignment]  # no worker: tick by hand
+        for leg in legs:
+            engine.add(leg)
+        t = np.arange(4800) / 8000  # 600 ms of each tone
+        streams = [g711.encode((np.sin(2 * np.pi * freq * t) * 8000).astype(np.int16), name).tobytes()
+                   for name, _pt, freq, _size, _gain in setups]
+        sent = [0, 0, 0]
+        for _tick in range(10):
+            for i, (leg, peer, (_name, pt, _freq, size, _gain)) in enumerate(zip(legs, peers, setups, strict=True)):
+                count = 3 * 160 // size  # 60 ms a tick (6 packets of 10 ms: the most a tick takes)
+                # sent in reverse order within the tick: the engine sorts them
+                for seq in reversed(range(sent[i], sent[i] + count)):
+                    peer.sendto(rtp.build(pt, seq, seq * size, 9, streams[i][seq * size:(seq + 1) * size]),
+                                leg.rtp_sock.getsockname())
+                sent[i] += count
+            time.sleep(0.02)
+            engine.tick()
+        levels = []
+        for leg, stream, (name, _pt, freq, size, gain) in zip(legs, streams, setups, strict=True):
+            assert leg.lost == 0 and leg.skipped == 0 and leg.packets_in == 30 * 160 // size
+            published = np.concatenate(leg.track.blocks)
+            assert published.shape == (28800, 2)  # 600 ms, every packet once
+            # exactly the whole stream filtered in one go: each packet continued its leg's filter
+            pcm = g711.decode(stream, name)
+            if gain != 1.0:
+                pcm = np.clip(pcm * np.float32(gain), -32767, 32767).astype(np.int16)
+            reference = upsample_8k_stereo(pcm[None], np.zeros((1, UP_HISTORY), np.float32))[0]
+            assert np.abs(published.astype(int) - reference).max() <= 1
+            peak, purity, level = _dominant(leg.track.blocks)
+            assert abs(peak - freq) < 5 and purity > 0.99
+            levels.append(level)
+        assert abs(levels[1] / levels[0] - 0.5) < 0.05  # the A-law leg at half gain
+        assert abs(levels[2] / levels[0] - 1) < 0.05
     finally:
         engine._thread = None
         engine.stop()
