@@ -32,6 +32,7 @@ from gateway.media.jitter import AudioJitterBuffer
 log = structlog.get_logger(__name__)
 
 GOP_CACHE_PACKETS = 600  # 20 s at 30 fps; a longer GOP is not kept
+LATEST_FRAME_AGE = 1.0  # seconds: a new video subscriber starts from a frame this recent
 
 
 class DecoderSettings:
@@ -168,6 +169,7 @@ class Track:
         self._pts_offset: float | None = None  # room seconds minus source seconds
         self._decoder: _DecoderThread | None = None
         self._decoder_behind = True  # the decoder has not seen every packet since the last keyframe
+        self._latest: tuple[av.VideoFrame, int, float] | None = None  # frame, seq, room seconds
         self._gop: list[av.Packet] | None = [] if self.kind is TrackKind.VIDEO and codec is not None else None
         self.frames_in = 0
         self.packets_in = 0
@@ -217,6 +219,7 @@ class Track:
         if self.muted:
             return
         seq = next(_frame_seq)
+        self._latest = (frame, seq, at)
         for sub in self._video_subs:
             sub.offer(frame, seq)
 
@@ -292,6 +295,11 @@ class Track:
         if self.kind is not TrackKind.VIDEO:
             raise ValueError("not a video track")
         sub = VideoSubscription()
+        latest = self._latest
+        if latest is not None and not self.muted and self.clock.now() - latest[2] < LATEST_FRAME_AGE:
+            # start from the current picture: a compositor started now (a first WHEP viewer)
+            # shows the source at once, not a placeholder until the source's next frame
+            sub.frame, sub.seq = latest[0], latest[1]
         with self._lock:
             self._video_subs = (*self._video_subs, sub)
         return sub

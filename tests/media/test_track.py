@@ -67,6 +67,22 @@ def test_latest_frame_only_no_backlog() -> None:
     assert sub.received == 50
 
 
+def test_a_new_video_subscriber_starts_from_the_current_picture() -> None:
+    clock = RoomClock()
+    track = Track(TrackKind.VIDEO, TrackSource.CAMERA, "p1", clock)
+    assert track.subscribe_video().latest() == (None, 0)  # nothing published yet
+    track.push_frame(rgb_frame((0, 0, 255)))
+    late = track.subscribe_video()
+    frame, seq = late.latest()
+    assert frame is not None and seq > 0 and late.received == 0  # primed, not counted as received
+    assert np.abs(frame.to_ndarray(format="rgb24")[10, 10].astype(int) - [0, 0, 255]).max() < 8
+    clock.epoch -= 2  # two seconds pass without a new frame: the old one is stale
+    assert track.subscribe_video().latest() == (None, 0)
+    track.push_frame(rgb_frame((0, 255, 0)))
+    track.muted = True  # a muted track's picture is not handed out
+    assert track.subscribe_video().latest() == (None, 0)
+
+
 def test_audio_is_resampled_to_48k_stereo() -> None:
     track = Track(TrackKind.AUDIO, TrackSource.MIC, "p1", RoomClock())
     sub = track.subscribe_audio(target_ms=20)
