@@ -4,9 +4,12 @@ aiortc reads every datagram through an ``asyncio.Queue`` that its DTLS transport
 awaits: one future wake-up and one task step per RTP packet (a 2.5 Mbps video is about 270
 packets a second), which measured about a third of the Python receive path. For the
 gateway's publishers (:func:`attach`, once the DTLS transport is connected) an SRTP packet
-arriving while that queue is empty — so nothing is reordered — is unprotected and handed to
-aiortc's own RTP handling at once, in the callback. aiortc's coroutines for it (statistics,
-NACK, REMB, jitter buffer) do not really suspend; if one does, a task finishes it.
+arriving while that queue is empty — so nothing is reordered — is unprotected in the
+callback, its header parsed (:mod:`plugins.webrtc.rtp_parse`) and routed as aiortc routes
+it; a receiver with a lean handler of its own for the payload type (VP8:
+:mod:`plugins.webrtc.vp8_receiver`) takes it there, anything else goes to aiortc's own RTP
+handling at once. aiortc's coroutines for it (statistics, NACK, REMB, jitter buffer) do not
+really suspend; if one does, a task finishes it.
 DTLS, SRTCP and STUN, and every connection not attached, keep aiortc's path.
 """
 
@@ -24,9 +27,12 @@ from aiortc.rtcdtlstransport import State
 from aiortc.rtp import is_rtcp
 from pylibsrtp._binding import ffi, lib
 
+from plugins.webrtc.rtp_parse import parse_header
+
 log = structlog.get_logger(__name__)
 
 _ATTR = "_mediagate_dtls"
+RECEIVER_ATTR = "_mediagate_lean"  # an RTCRtpReceiver's own handler, e.g. vp8_receiver.Vp8Receiver
 _pending: set[asyncio.Future[Any]] = set()
 _original_datagram_received = aioice_ice.StunProtocol.datagram_received
 _original_data_received = aioice_ice.Connection.data_received
@@ -45,11 +51,19 @@ def _data_received(self: Any, data: bytes, component: int) -> None:
             and dtls._state is State.CONNECTED and not is_rtcp(data)):
         dtls._RTCDtlsTransport__rx_bytes += len(data)
         dtls._RTCDtlsTransport__rx_packets += 1
-        arrival_time_ms = clock.current_ms()
         data = unprotect(dtls._rx_srtp, data)
         if data is None:
             return  # as aiortc: a packet that fails authentication is dropped
-        drive(dtls._handle_rtp_data(data, arrival_time_ms=arrival_time_ms))
+        header = parse_header(data)
+        if header is not None:
+            # aiortc's routing (SSRC, else a payload type only one receiver has), then the
+            # receiver's lean handler if it has one for this payload type
+            router = dtls._rtp_router
+            receiver = router.ssrc_table.get(header.ssrc) or router.route_rtp(header)
+            lean = receiver.__dict__.get(RECEIVER_ATTR) if receiver is not None else None
+            if lean is not None and lean.handle(data, header):
+                return
+        drive(dtls._handle_rtp_data(data, arrival_time_ms=clock.current_ms()))
         return
     _original_data_received(self, data, component)
 
