@@ -47,6 +47,7 @@ class Vp8Frames:
         self.next_seq: int | None = None  # where the next frame to hand out starts; None: waiting for a keyframe
         self.highest: int | None = None  # the highest sequence number stored
         self.held = 0  # frames completed behind the hole at next_seq
+        self._held_first: int | None = None  # the first sequence number of the last frame counted in held
         self.waiting = 0  # non-keyframes completed while waiting for a keyframe
         self.picture_lost = False  # set when a PLI is due; the caller clears it
         self.frames_out = 0
@@ -68,7 +69,7 @@ class Vp8Frames:
             self.highest = seq
         if in_order and not marker and not start:
             return None  # the common case: the middle of a frame, in order
-        return self._complete(seq)
+        return self._complete(seq, start)
 
     # ---------------------------------------------------------------- frames
     def _frame_at(self, first: int) -> tuple[int, Frame] | None:
@@ -123,30 +124,41 @@ class Vp8Frames:
                 return
             seq = (seq + 1) & 0xFFFF
 
-    def _complete(self, seq: int) -> list[Frame] | None:
+    def _complete(self, seq: int, start: bool) -> list[Frame] | None:
         out: list[Frame] = []
         if self.next_seq is not None:
             self._drain(out)
-        if self.next_seq is None or (seq - self.next_seq) & 0xFFFF < 0x8000:
-            # the packet is beyond the next frame: a complete keyframe here need not wait
-            first = self._start_of(seq)
-            if first is not None and first != self.next_seq:
-                found = self._frame_at(first)
-                if found is not None and found[1].keyframe:
-                    self._jump(first)
-                    self._drain(out)
-                elif found is not None:
-                    if self.next_seq is None:
-                        self.waiting += 1
-                        self.dropped_frames += 1
-                        self._take(first, found[0])
-                        if self.waiting % PLI_EVERY == 0:
-                            self.picture_lost = True
-                    else:
-                        self.held += 1
-                        if self.held > MAX_HELD_FRAMES:
-                            self._lose()
+        if start:  # a frame start also ends the frame before it (for a sender without markers)
+            self._beyond((seq - 1) & 0xFFFF, out)
+        self._beyond(seq, out)
         return out or None
+
+    def _beyond(self, seq: int, out: list[Frame]) -> None:
+        """The frame holding `seq` when it lies beyond the next frame to hand out (or while
+        waiting for a keyframe): a complete keyframe jumps the queue, another frame waits
+        (or is dropped while waiting for a keyframe)."""
+        if self.next_seq is not None and (seq - self.next_seq) & 0xFFFF >= 0x8000:
+            return
+        first = self._start_of(seq)
+        if first is None or first == self.next_seq:
+            return
+        found = self._frame_at(first)
+        if found is None:
+            return
+        if found[1].keyframe:
+            self._jump(first)
+            self._drain(out)
+        elif self.next_seq is None:
+            self.waiting += 1
+            self.dropped_frames += 1
+            self._take(first, found[0])
+            if self.waiting % PLI_EVERY == 0:
+                self.picture_lost = True
+        elif first != self._held_first:  # each held frame counted once
+            self._held_first = first
+            self.held += 1
+            if self.held > MAX_HELD_FRAMES:
+                self._lose()
 
     def _drain(self, out: list[Frame]) -> None:
         while self.next_seq is not None:
