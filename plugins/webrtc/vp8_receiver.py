@@ -9,8 +9,9 @@ on plain integers:
   its RTCP task reports from them as before), per SSRC, RTX included;
 - RTX unwrapped (RFC 4588: the original sequence number leads the payload);
 - NACK for sequence numbers skipped, as aiortc's ``NackGenerator`` (RFC 4585 §6.2.1);
-- REMB from aiortc's estimator, one sample per frame (its marker packet, with the frame's
-  bytes and its abs-send-time), as :mod:`plugins.webrtc.rtp_receive` does;
+- REMB from aiortc's estimator (its per-sample loops made cheap, :mod:`plugins.webrtc.remb`),
+  one sample per frame (its marker packet, with the frame's bytes and its abs-send-time), as
+  :mod:`plugins.webrtc.rtp_receive` does;
 - the VP8 descriptor skipped (RFC 7741), frames assembled by :class:`Vp8Frames` and handed to
   the room track's sink as ``av.Packet`` at once, on the loop (the sink only queues);
 - PLI when a picture is lost (a hole not filled, a decoder error the sink reports); the
@@ -32,7 +33,7 @@ from aiortc import clock
 from aiortc.rtcrtpreceiver import StreamStatistics
 from aiortc.rtp import RTCP_PSFB_APP, RTP_HISTORY_SIZE, RtcpPsfbPacket, pack_remb_fci
 
-from plugins.webrtc import fastpath
+from plugins.webrtc import fastpath, remb
 from plugins.webrtc.rtp_parse import RtpHeader, abs_send_time, vp8_descriptor
 from plugins.webrtc.vp8_frames import Vp8Frames
 
@@ -109,6 +110,8 @@ class Vp8Receiver:
         self.active: dict[int, Any] = d[P + "active_ssrc"]
         self.rtx_ssrc: dict[int, int] = d[P + "rtx_ssrc"]
         self.estimator = d[P + "remote_bitrate_estimator"]
+        if self.estimator is not None and not isinstance(self.estimator.incoming_bitrate, remb.WindowRate):
+            remb.lighten(self.estimator)
         self.mapper = d[P + "timestamp_mapper"]
         self.vp8_types = {pt for pt, c in self.codecs.items() if c.name.lower() == "vp8"}
         self.rtx_types = {pt: c.parameters.get("apt") for pt, c in self.codecs.items()

@@ -8,10 +8,12 @@ from __future__ import annotations
 import random
 import struct
 
+from aiortc.rate import RemoteBitrateEstimator
 from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpParameters
 from aiortc.rtcrtpreceiver import NackGenerator, StreamStatistics
 from aiortc.rtp import HeaderExtensionsMap, RtpPacket
 
+from plugins.webrtc import remb
 from plugins.webrtc.rtp_parse import abs_send_time, find_extension, parse_header, vp8_descriptor
 from plugins.webrtc.vp8_frames import CAPACITY, MAX_HELD_FRAMES, Vp8Frames
 from plugins.webrtc.vp8_receiver import Nacks, Statistics
@@ -300,3 +302,24 @@ def test_statistics_match_aiortc() -> None:
         theirs.add(RtpPacket(sequence_number=s, timestamp=3000 * i))
         assert (ours.max_seq, ours.cycles, ours.packets_received, ours.packets_lost) == (
             theirs.max_seq, theirs.cycles, theirs.packets_received, theirs.packets_lost)
+
+
+def test_light_remb_estimator_gives_aiortc_results() -> None:
+    rng = random.Random(9)
+    ours, theirs = RemoteBitrateEstimator(), RemoteBitrateEstimator()
+    remb.lighten(ours)
+    arrival, sent = 10_000, 0
+    outputs = []
+    for frame in range(3000):
+        sent += 33  # ms of send time per frame
+        arrival += 33 + rng.randrange(-3, 4) + (8 if 1000 < frame < 1300 else 0)  # a congested stretch
+        if rng.random() < 0.01:
+            arrival += 1500  # a pause longer than the rate window
+        abs_send = ((sent << 18) // 1000) & 0xFFFFFF
+        size = rng.randrange(3000, 14000)
+        a = ours.add(abs_send_time=abs_send, arrival_time_ms=arrival, payload_size=size, ssrc=7)
+        b = theirs.add(abs_send_time=abs_send, arrival_time_ms=arrival, payload_size=size, ssrc=7)
+        assert a == b
+        assert ours.incoming_bitrate.rate(arrival) == theirs.incoming_bitrate.rate(arrival)
+        outputs.append(a)
+    assert sum(o is not None for o in outputs) > 10  # REMBs were produced along the way
