@@ -82,7 +82,10 @@ def _drain(transport: Any) -> None:
         except BaseException as exc:
             transport._fatal_error(exc, "Fatal read error on datagram transport")
             return
-        protocol.datagram_received(data, addr)
+        if data and data[0] > 3:  # not STUN (RFC 7983): straight to the connection
+            _data_received(protocol.receiver, data, protocol.local_candidate.component)
+        else:
+            protocol.datagram_received(data, addr)
 
 
 def _data_received(self: Any, data: bytes, component: int) -> None:

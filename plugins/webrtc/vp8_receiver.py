@@ -123,7 +123,7 @@ class Vp8Receiver:
 
     def handle(self, data: bytes, h: RtpHeader) -> bool:
         """Receive one packet; False if it is not VP8 (aiortc's path takes it)."""
-        pt = h.payload_type
+        marker, pt, seq, timestamp, ssrc, start, end, padding = h[:8]  # one unpack, not eight lookups
         rtx = pt in self.rtx_types
         if not rtx and pt not in self.vp8_types:
             return False
@@ -131,23 +131,22 @@ class Vp8Receiver:
         if not receiver._enabled:
             return True
         self.packets += 1
-        ssrc, seq, start, end = h.ssrc, h.sequence_number, h.payload_start, h.payload_end
         stats = self.streams.get(ssrc)
         if stats is None:
             stats = self.streams[ssrc] = Statistics(90000)
-        if isinstance(stats, Statistics):
-            stats.add_rtp(seq, h.timestamp)
+        if type(stats) is Statistics:
+            stats.add_rtp(seq, timestamp)
         else:  # created by aiortc's path (a payload type change mid-stream)
             stats.add(h)  # type: ignore[arg-type]  # reads sequence_number and timestamp
 
         if self.estimator is not None:
-            size = self.frame_bytes + end - start + h.padding
-            if h.marker:
+            size = self.frame_bytes + end - start + padding
+            if marker:
                 self.frame_bytes = 0
                 self._remb(data, h, size)
             else:
                 self.frame_bytes = size
-        if h.marker or ssrc not in self.active:
+        if marker or ssrc not in self.active:
             self.active[ssrc] = clock.current_datetime()
 
         if rtx:
@@ -164,7 +163,7 @@ class Vp8Receiver:
         descriptor = vp8_descriptor(data, start, end)
         if descriptor is None:
             return True  # as aiortc: a payload that does not parse is dropped
-        frames = self.frames.add(seq, h.timestamp, descriptor[0], h.marker, data[descriptor[1]:end])
+        frames = self.frames.add(seq, timestamp, descriptor[0], marker, data[descriptor[1]:end])
         lost = False
         if frames is not None:
             for frame in frames:
