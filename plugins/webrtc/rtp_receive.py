@@ -1,4 +1,5 @@
-"""A cheaper ``RTCRtpReceiver._handle_rtp_packet`` for the gateway's own receivers.
+"""A cheaper ``RTCRtpReceiver._handle_rtp_packet`` for the gateway's own receivers, for what
+:mod:`plugins.webrtc.vp8_receiver` does not take (H.264, Opus, PCM).
 
 The same steps as aiortc 1.16's (statistics for the receiver reports, RTX unwrapping, NACKs,
 depayloading, the jitter buffer, PLI on a decoder error, the frame to the decoder queue),
