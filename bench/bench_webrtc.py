@@ -283,6 +283,7 @@ async def vp8_decode(seconds: float) -> dict[str, Any]:
             receive_threads = bench.threads
             sub = track.subscribe_video()  # what the compositor does: frames wanted, so the track decodes
             decoding = await bench.window()
+            decode_threads = bench.threads
             frames = sub.received
             track.unsubscribe(sub)
         finally:
@@ -293,7 +294,8 @@ async def vp8_decode(seconds: float) -> dict[str, Any]:
                 "decode_cpu": decoding - receiving, "receive_and_decode_cpu": decoding - idle,
                 "decode_ratio": (decoding - receiving) / reference,
                 "receive_and_decode_ratio": (decoding - idle) / reference, "frames_decoded": frames,
-                "mbps": probe(path)[1], "receive_threads": receive_threads}
+                "mbps": probe(path)[1], "receive_threads": receive_threads,
+                "decode_threads": decode_threads}
 
 
 def verdict(met: bool) -> str:
@@ -330,6 +332,9 @@ async def main(seconds: float, only: str | None, runs: int) -> None:
             shares = ", ".join(f"{name} {cpu:.3f}" for name, cpu in sorted(vp8["receive_threads"].items(),
                                                                             key=lambda kv: -kv[1]) if cpu >= 0.001)
             print(f"  node threads while receiving (cores): {shares}", flush=True)
+            shares = ", ".join(f"{name} {cpu:.3f}" for name, cpu in sorted(vp8["decode_threads"].items(),
+                                                                            key=lambda kv: -kv[1]) if cpu >= 0.001)
+            print(f"  node threads while receiving and decoding (cores): {shares}", flush=True)
         spread = f", runs {' '.join(f'{r:.2f}' for r in ratios)}" if runs > 1 else ""
         ratio = statistics.median(ratios)
         summary.append(f"[3] VP8 720p30 receive + decode CPU vs ffmpeg decoding the same stream: {ratio:.2f}x "

@@ -4,9 +4,12 @@ aiortc reads every datagram through an ``asyncio.Queue`` that its DTLS transport
 awaits: one future wake-up and one task step per RTP packet (a 2.5 Mbps video is about 270
 packets a second), which measured about a third of the Python receive path. For the
 gateway's publishers (:func:`attach`, once the DTLS transport is connected) an SRTP packet
-arriving while that queue is empty — so nothing is reordered — is unprotected and handed to
-aiortc's own RTP handling at once, in the callback. aiortc's coroutines for it (statistics,
-NACK, REMB, jitter buffer) do not really suspend; if one does, a task finishes it.
+arriving while that queue is empty — so nothing is reordered — is unprotected in the
+callback, its header parsed (:mod:`plugins.webrtc.rtp_parse`) and routed as aiortc routes
+it; a receiver with a lean handler of its own for the payload type (VP8:
+:mod:`plugins.webrtc.vp8_receiver`) takes it there, anything else goes to aiortc's own RTP
+handling at once. aiortc's coroutines for it (statistics, NACK, REMB, jitter buffer) do not
+really suspend; if one does, a task finishes it.
 DTLS, SRTCP and STUN, and every connection not attached, keep aiortc's path.
 """
 
@@ -24,19 +27,65 @@ from aiortc.rtcdtlstransport import State
 from aiortc.rtp import is_rtcp
 from pylibsrtp._binding import ffi, lib
 
+from plugins.webrtc.rtp_parse import parse_header
+
 log = structlog.get_logger(__name__)
 
 _ATTR = "_mediagate_dtls"
+RECEIVER_ATTR = "_mediagate_lean"  # an RTCRtpReceiver's own handler, e.g. vp8_receiver.Vp8Receiver
 _pending: set[asyncio.Future[Any]] = set()
 _original_datagram_received = aioice_ice.StunProtocol.datagram_received
 _original_data_received = aioice_ice.Connection.data_received
 
 
+DRAIN_MAX = 32  # datagrams read per readiness callback: bounds one callback's hold on the loop
+UDP_MAX = 65536  # above the largest UDP payload (65507 bytes)
+
+
 def attach(dtls: Any) -> None:
     """Take `dtls`'s (an RTCDtlsTransport, connected) incoming SRTP through the fast path."""
     connection = getattr(dtls.transport, "_connection", None)
-    if connection is not None:
-        setattr(connection, _ATTR, dtls)
+    if connection is None:
+        return
+    setattr(connection, _ATTR, dtls)
+    for protocol in list(getattr(connection, "_protocols", ())):
+        transport = getattr(protocol, "transport", None)
+        sock_fd = getattr(transport, "_sock_fd", None)
+        loop = getattr(transport, "_loop", None)
+        if sock_fd is None or loop is None or transport.is_closing() or not hasattr(loop, "_add_reader"):
+            continue
+        # replaces the transport's own reader (same fd); pause/resume and close still work
+        # on the fd, a resumed transport simply gets asyncio's reader back
+        loop._add_reader(sock_fd, _drain, transport)
+
+
+def _drain(transport: Any) -> None:
+    """asyncio's ``_SelectorDatagramTransport._read_ready`` reading every queued datagram
+    (up to DRAIN_MAX), not one per loop iteration: a video frame's packets come in a burst,
+    and each extra loop iteration (select, the ready queue, a handle) costs about what the
+    packet's own handling does. And with a 64 KiB buffer (any UDP datagram fits), not
+    asyncio's 256 KiB, which glibc serves with mmap/munmap: 3 µs a datagram instead of 24."""
+    sock = transport._sock
+    protocol = transport._protocol
+    for _ in range(DRAIN_MAX):
+        if transport._conn_lost:
+            return
+        try:
+            data, addr = sock.recvfrom(UDP_MAX)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            protocol.error_received(exc)
+            return
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            transport._fatal_error(exc, "Fatal read error on datagram transport")
+            return
+        if data and data[0] > 3:  # not STUN (RFC 7983): straight to the connection
+            _data_received(protocol.receiver, data, protocol.local_candidate.component)
+        else:
+            protocol.datagram_received(data, addr)
 
 
 def _data_received(self: Any, data: bytes, component: int) -> None:
@@ -45,11 +94,19 @@ def _data_received(self: Any, data: bytes, component: int) -> None:
             and dtls._state is State.CONNECTED and not is_rtcp(data)):
         dtls._RTCDtlsTransport__rx_bytes += len(data)
         dtls._RTCDtlsTransport__rx_packets += 1
-        arrival_time_ms = clock.current_ms()
         data = unprotect(dtls._rx_srtp, data)
         if data is None:
             return  # as aiortc: a packet that fails authentication is dropped
-        drive(dtls._handle_rtp_data(data, arrival_time_ms=arrival_time_ms))
+        header = parse_header(data)
+        if header is not None:
+            # aiortc's routing (SSRC, else a payload type only one receiver has), then the
+            # receiver's lean handler if it has one for this payload type
+            router = dtls._rtp_router
+            receiver = router.ssrc_table.get(header.ssrc) or router.route_rtp(header)
+            lean = receiver.__dict__.get(RECEIVER_ATTR) if receiver is not None else None
+            if lean is not None and lean.handle(data, header):
+                return
+        drive(dtls._handle_rtp_data(data, arrival_time_ms=clock.current_ms()))
         return
     _original_data_received(self, data, component)
 

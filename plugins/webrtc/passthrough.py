@@ -8,7 +8,8 @@ goes straight to a sink — the gateway :class:`Track`, which forwards packets a
 decodes once only when someone needs pixels or samples. For a receiver registered before it
 starts, the frames are handed to the sink on the event loop as the jitter buffer completes
 them (:class:`InlineFrames`: the sink only queues, so no thread hop is needed), and its DTLS
-transport's SRTP goes through :mod:`plugins.webrtc.fastpath`. Receivers not registered here
+transport's SRTP goes through :mod:`plugins.webrtc.fastpath`; its VP8 skips aiortc's RTP
+objects and jitter buffer altogether (:mod:`plugins.webrtc.vp8_receiver`). Receivers not registered here
 (a test's own aiortc client in the same process) keep aiortc's decoder.
 """
 
@@ -25,7 +26,7 @@ from typing import Any
 import aiortc.rtcrtpreceiver as rtcrtpreceiver
 import av
 
-from plugins.webrtc import fastpath, rtp_receive
+from plugins.webrtc import fastpath, rtp_receive, vp8_receiver
 from plugins.webrtc.bitstream import h264_is_keyframe, vp8_is_keyframe
 
 # (ffmpeg codec name, packet) -> whether the publisher should send a keyframe (RTCP PLI);
@@ -111,6 +112,7 @@ async def _receive(self: Any, parameters: Any) -> None:
     await _original_receive(self, parameters)
     if sink is not None:
         fastpath.attach(self.transport)
+        vp8_receiver.attach(self, sink)
 
 
 def install() -> None:

@@ -1,4 +1,5 @@
-"""A cheaper ``RTCRtpReceiver._handle_rtp_packet`` for the gateway's own receivers.
+"""A cheaper ``RTCRtpReceiver._handle_rtp_packet`` for the gateway's own receivers, for what
+:mod:`plugins.webrtc.vp8_receiver` does not take (H.264, Opus, PCM).
 
 The same steps as aiortc 1.16's (statistics for the receiver reports, RTX unwrapping, NACKs,
 depayloading, the jitter buffer, PLI on a decoder error, the frame to the decoder queue),
@@ -26,6 +27,8 @@ from aiortc.codecs import depayload, is_rtx
 from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from aiortc.rtcrtpreceiver import StreamStatistics
 from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, pack_remb_fci, unwrap_rtx
+
+from plugins.webrtc import remb
 
 P = "_RTCRtpReceiver__"  # aiortc's name-mangled private attributes
 
@@ -135,6 +138,9 @@ class FrameBuffer(JitterBuffer):
 def attach(receiver: Any) -> None:
     """Use the cheaper handling on `receiver` (before its first packet)."""
     receiver._handle_rtp_packet = MethodType(handle_rtp_packet, receiver)
+    estimator = receiver.__dict__[P + "remote_bitrate_estimator"]
+    if estimator is not None:
+        remb.lighten(estimator)
     buffer = receiver.__dict__[P + "jitter_buffer"]
     if buffer._is_video and buffer._prefetch == 0:
         receiver.__dict__[P + "jitter_buffer"] = FrameBuffer(buffer.capacity)

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from plugins.webrtc import fastpath
 from tests.e2e.chromium import fake_media, launch
 from tests.e2e.test_composite_recording import assert_tones
 from tests.plugins.webrtc.conftest import Rtc, open_rtc, wait_for
@@ -97,6 +98,10 @@ async def test_browser_publishes_over_whip_and_the_recording_shows_it(rtc: Rtc, 
     pid = participants[0]["participant_id"]
     media = rtc.node.rooms.rooms[room].media
     await wait_for(lambda: len(media.bus.tracks(pid)) == 2, "both browser tracks on the bus")
+    # the browser's VP8 comes through the gateway's own receive path (vp8_receiver), not aiortc's
+    session = rtc.plugin.registry.of_participant(pid)[0]
+    video = [r for r in session.receivers if r.track.kind == "video"]
+    await wait_for(lambda: getattr(video[0], fastpath.RECEIVER_ATTR).frames.frames_out > 10, "VP8 frames received")
 
     response = await rtc.client.post(f"/v1/rooms/{room}/egress", headers=rtc.api.auth, json={
         "kind": "record", "record": {"formats": ["mp4"], "storage": {"backend": "local"}},
