@@ -1,4 +1,5 @@
-"""Call legs' media: one worker thread moves the RTP of every leg once per 20 ms tick.
+"""Call legs' media: the RTP of every leg moves once per 20 ms tick, in the room mixer's thread
+right after its mix (a mixer tick hook), or in the engine's own thread while no mixer ticks.
 
 Per tick it takes every leg's mix-minus block from the room mixer and sends it (all G.711
 legs downmixed, decimated and encoded in one numpy pass, then one sendto each), then drains
@@ -123,11 +124,13 @@ class MediaLeg:
 
 
 class LegEngine:
-    """The one thread that runs every leg's media.
+    """Runs every leg's media, one tick per 20 ms.
 
-    It ticks right after the room mixer (it waits on the newest leg's mix output, with a 20 ms
-    timer as the fallback): running while the mixer sleeps means the two threads don't hand
-    the GIL to each other at every socket call. Receiving asks one epoll set which of the
+    The ticks run in the newest leg's room mixer's thread, right after its mix (a tick hook):
+    no second thread to wake through an Event every 20 ms, and the two never hand the GIL to
+    each other at every socket call. The engine's own thread is a watchdog that picks that
+    mixer; while none ticks (a leg playing a prompt, a closed room) it ticks itself, waiting on
+    the newest leg's mix output or on a 20 ms timer. Receiving asks one epoll set which of the
     legs' sockets have data, so idle sockets cost no system call.
 
     Per leg and tick only what must be per leg runs in Python: one recvfrom, the sequence
