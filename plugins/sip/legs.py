@@ -1,4 +1,5 @@
-"""Call legs' media: one worker thread moves the RTP of every leg once per 20 ms tick.
+"""Call legs' media: the RTP of every leg moves once per 20 ms tick, in the room mixer's thread
+right after its mix (a mixer tick hook), or in the engine's own thread while no mixer ticks.
 
 Per tick it takes every leg's mix-minus block from the room mixer and sends it (all G.711
 legs downmixed, decimated and encoded in one numpy pass, then one sendto each), then drains
@@ -59,6 +60,7 @@ MAX_BLOCKS_PER_TICK = 3  # catch-up bound after a late tick: older blocks are sk
 MAX_PACKETS_PER_TICK = 6  # received packets a leg decodes per tick; older ones are stale
 TIMEOUT_EVERY = 10  # ticks between RTP-timeout checks (200 ms: a timeout is tens of seconds)
 LOAD_SMOOTHING = 0.05  # per tick: the engine's load follows about the last second
+HOOK_CHECK = 0.1  # seconds between the watchdog's checks that the mixer still runs the ticks
 SATURATED = 0.8  # load (wall time of a tick / 20 ms) beyond which new calls are refused
 
 
@@ -122,11 +124,13 @@ class MediaLeg:
 
 
 class LegEngine:
-    """The one thread that runs every leg's media.
+    """Runs every leg's media, one tick per 20 ms.
 
-    It ticks right after the room mixer (it waits on the newest leg's mix output, with a 20 ms
-    timer as the fallback): running while the mixer sleeps means the two threads don't hand
-    the GIL to each other at every socket call. Receiving asks one epoll set which of the
+    The ticks run in the newest leg's room mixer's thread, right after its mix (a tick hook):
+    no second thread to wake through an Event every 20 ms, and the two never hand the GIL to
+    each other at every socket call. The engine's own thread is a watchdog that picks that
+    mixer; while none ticks (a leg playing a prompt, a closed room) it ticks itself, waiting on
+    the newest leg's mix output or on a 20 ms timer. Receiving asks one epoll set which of the
     legs' sockets have data, so idle sockets cost no system call.
 
     Per leg and tick only what must be per leg runs in Python: one recvfrom, the sequence
@@ -141,6 +145,10 @@ class LegEngine:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._changed = threading.Event()  # a leg came or went: the watchdog re-picks the mixer
+        self._tick_lock = threading.Lock()
+        self._hooked: tuple[Any, Callable[[], None]] | None = None  # (mix output, unregister)
+        self._hook_ticked = 0.0  # monotonic time of the last tick the mixer's hook ran
         self._poll = select.epoll()
         self._fds: dict[int, tuple[MediaLeg, bool]] = {}  # fd -> (leg, is RTCP); swapped whole
         self.bank = G711Bank()
@@ -167,6 +175,7 @@ class LegEngine:
             self._fds = fds
         if leg.pyav is None:
             self._joined.append(leg)
+        self._changed.set()
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="sip-media", daemon=True)
             self._thread.start()
@@ -182,13 +191,18 @@ class LegEngine:
                         self._poll.unregister(sock.fileno())
             self._fds = fds
         self._left.append(leg)  # after leaving _legs: no later tick serves it
+        self._changed.set()
         leg.close()
 
     def stop(self) -> None:
         self._stop.set()
+        self._changed.set()
         if self._thread is not None:
             self._thread.join(timeout=2)
             self._thread = None
+        self._unhook()
+        with self._tick_lock:  # a hook tick already running finishes before the sockets close
+            pass
         for leg in self._legs:
             leg.close()
         self._legs = ()
@@ -199,18 +213,57 @@ class LegEngine:
     def _clock(self) -> Any:
         """The mix output of the newest leg: the mixer fills it last of a room's legs."""
         for leg in reversed(self._legs):
-            wait = getattr(leg.mix, "wait_ready", None)
-            if wait is not None and not leg.closed:
-                return wait
+            mix = leg.mix
+            if getattr(mix, "wait_ready", None) is not None and not leg.closed and not mix.closed:
+                return mix
         return None
 
+    def _rehook(self, mix: Any) -> None:
+        """Run the ticks from the mixer that fills `mix`, right after its tick, in its thread."""
+        self._unhook()
+        register = getattr(mix, "after_tick", None)
+        remove = register(self._after_mix) if register is not None else None
+        if remove is not None:
+            self._hooked = (mix, remove)
+            self._hook_ticked = time.monotonic()
+
+    def _unhook(self) -> None:
+        hooked, self._hooked = self._hooked, None
+        if hooked is not None:
+            hooked[1]()
+
+    def _after_mix(self) -> None:
+        """The mixer's tick hook: this tick's blocks were just queued."""
+        if self._stop.is_set():
+            return
+        self._hook_ticked = time.monotonic()
+        self._timed_tick()
+
     def _run(self) -> None:
+        """Normally only a watchdog: the mixer's thread runs the ticks (``_after_mix``). This
+        thread picks the mixer (the newest leg's, again when legs come and go) and ticks itself,
+        waiting on the newest leg's output or on a 20 ms timer, while no mixer does (a leg
+        playing a prompt, a stalled or closed mixer)."""
         deadline = time.monotonic()
         while not self._stop.is_set():
-            wait = self._clock()
+            mix = self._clock()
+            hooked = self._hooked
+            if hooked is not None and (hooked[0] is not mix or hooked[0].closed):
+                self._unhook()
+                hooked = None
+            if hooked is None and mix is not None:
+                self._rehook(mix)
+                hooked = self._hooked
+            if hooked is not None:
+                self._changed.wait(HOOK_CHECK)  # woken early when a leg comes or goes
+                self._changed.clear()
+                if time.monotonic() - self._hook_ticked < HOOK_CHECK + 2 * TICK or self._stop.is_set():
+                    continue
+                self._unhook()  # the mixer stopped ticking: tick from here until it resumes
+                deadline = time.monotonic()
             now = time.monotonic()
-            if wait is not None:
-                wait(2 * TICK)
+            if mix is not None:
+                mix.wait_ready(2 * TICK)
                 deadline = time.monotonic()
             else:
                 late = now - deadline
@@ -223,6 +276,13 @@ class LegEngine:
                     deadline += skip * TICK
             if self._stop.is_set():
                 return
+            self._timed_tick()
+            deadline += TICK
+
+    def _timed_tick(self) -> None:
+        with self._tick_lock:  # the hook and this thread's fallback never tick at once
+            if self._stop.is_set():
+                return
             started, wall = time.thread_time(), time.monotonic()
             try:
                 self.tick()
@@ -231,7 +291,6 @@ class LegEngine:
             self.tick_seconds += time.thread_time() - started
             self.load += ((time.monotonic() - wall) / TICK - self.load) * LOAD_SMOOTHING
             self.ticks += 1
-            deadline += TICK
 
     @property
     def saturated(self) -> bool:

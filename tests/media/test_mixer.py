@@ -414,3 +414,38 @@ def test_on_demand_mixer_subscribes_and_ticks_only_while_something_mixes() -> No
         assert room.mixer.ticks <= ticks + 1  # at most the tick that was running
     finally:
         room.mixer.close()
+
+
+def test_tick_hook_runs_in_the_worker_right_after_each_mix() -> None:
+    import threading
+
+    room = room_of_four()
+    out = room.mixer.add_listener("p1", maxsize=100)
+    seen: list[tuple[int, str]] = []  # (blocks queued when the hook ran, thread name)
+    done = threading.Event()
+
+    def hook() -> None:
+        seen.append((out.queued, threading.current_thread().name))
+        if len(seen) == 5:
+            done.set()
+
+    def broken() -> None:
+        raise RuntimeError("a broken hook must not stop the audio")
+
+    remove_broken = out.after_tick(broken)
+    remove = out.after_tick(hook)
+    assert remove is not None and remove_broken is not None
+    room.mixer.start()
+    try:
+        assert done.wait(5)
+        remove()
+        remove_broken()
+        count = len(seen)
+        pts = [out.get(timeout=5)[0] for _ in range(8)]  # the mixer carries on without the hooks
+    finally:
+        room.mixer.close()
+    assert all(name == "audio-mixer" for _, name in seen[:5])
+    # the hook runs after the tick queued its block: never before the first one
+    assert [queued for queued, _ in seen[:5]] == list(range(1, 6))
+    assert len(seen) <= count + 1 and len(pts) == 8
+    assert MixOutput("x").after_tick(hook) is None  # no mixer fills it: no hook
