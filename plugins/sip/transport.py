@@ -35,6 +35,7 @@ class Peer:
 Receiver = Callable[[bytes, Peer], None]
 
 
+EPHEMERAL_ATTEMPTS = 8  # fresh port-0 picks before a bind error is reported
 BATCH = 64  # datagrams read per readiness event before the loop runs anything else
 
 
@@ -55,25 +56,42 @@ class SipTransport:
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET, socket.SOCK_DGRAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.rcvbuf)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.rcvbuf)
-        sock.bind((self.host, self.port))
-        sock.setblocking(False)
-        self.port = sock.getsockname()[1]
-        # our own reader, not a DatagramProtocol: asyncio reads one datagram per loop pass (an
-        # epoll round trip each); this drains up to BATCH per wake-up
-        self.udp = sock
-        loop.add_reader(sock.fileno(), self._read_udp)
-        if self.tcp_enabled:
-            self._servers.append(await asyncio.start_server(
-                lambda r, w: self._serve(r, w, "tcp"), self.host, self.port, reuse_address=True))
+        # port 0 asks for any free port: the UDP socket's ephemeral port may already be taken on TCP
+        # (an outbound connection's local port), so a few fresh picks are tried before giving up
+        attempts = EPHEMERAL_ATTEMPTS if self.port == 0 else 1
+        for attempt in range(attempts):
+            try:
+                await self._bind_udp_and_tcp(self.port if attempts == 1 else 0)
+                break
+            except OSError:
+                if attempt == attempts - 1:
+                    raise
         if self.tls_context is not None and self.tls_port is not None:
             server = await asyncio.start_server(lambda r, w: self._serve(r, w, "tls"), self.host, self.tls_port,
                                                 ssl=self.tls_context)
             self.tls_port = server.sockets[0].getsockname()[1]
             self._servers.append(server)
+
+    async def _bind_udp_and_tcp(self, port: int) -> None:
+        loop = asyncio.get_running_loop()
+        sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.rcvbuf)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.rcvbuf)
+            sock.bind((self.host, port))
+            sock.setblocking(False)
+            bound = sock.getsockname()[1]
+            if self.tcp_enabled:
+                self._servers.append(await asyncio.start_server(
+                    lambda r, w: self._serve(r, w, "tcp"), self.host, bound, reuse_address=True))
+        except OSError:
+            sock.close()
+            raise
+        self.port = bound
+        # our own reader, not a DatagramProtocol: asyncio reads one datagram per loop pass (an
+        # epoll round trip each); this drains up to BATCH per wake-up
+        self.udp = sock
+        loop.add_reader(sock.fileno(), self._read_udp)
 
     @property
     def received_buffer(self) -> int:
