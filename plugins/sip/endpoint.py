@@ -127,6 +127,10 @@ class Endpoint:
         if method == "CANCEL":
             self._cancel(txn, parsed)
             return
+        unsupported = sipmsg.unsupported_options(request)
+        if unsupported:  # RFC 3261 §8.2.2.3 (ACK and CANCEL are never refused for it: handled above)
+            self.respond(txn, 420, headers=[("Unsupported", ", ".join(unsupported))])
+            return
         if method == "INVITE":
             trying = sipmsg.response(request, 100)
             txn.last = bytes(trying)

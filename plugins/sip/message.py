@@ -163,6 +163,25 @@ def _check(message: SipRequest | SipResponse, first_line: bytes) -> Parsed:
     return Parsed(message, via, cseq, (headers.get_first("call-id") or "").strip(), from_tag, to_tag)
 
 
+# RFC 3261 option tags this UA implements: a request that requires any other is refused with
+# 420 (Bad Extension) listing them in Unsupported (§8.2.2.3)
+SUPPORTED_OPTIONS = frozenset({"timer"})
+MAX_UNSUPPORTED_LISTED = 8  # an answer never grows with a hostile request's header count
+
+
+def unsupported_options(request: SipRequest) -> list[str]:
+    """The option tags of `request`'s Require headers this UA does not implement."""
+    tags: list[str] = []
+    for value in request.headers.get("require") or []:
+        for tag in str(value).split(","):
+            tag = tag.strip().lower()
+            if tag and tag not in SUPPORTED_OPTIONS and tag not in tags:
+                tags.append(tag)
+                if len(tags) == MAX_UNSUPPORTED_LISTED:
+                    return tags
+    return tags
+
+
 def is_sdp(message: SipMessage) -> bool:
     """Content-Type application/sdp, with parameters or in any case (aiosipua wants it exact)."""
     ctype = (message.headers.get_first("content-type") or "").split(";")[0].strip().lower()

@@ -179,7 +179,7 @@ class SipService:
             self._bye(txn)
         elif method == "OPTIONS":
             self.endpoint.respond(txn, 200, headers=[("Allow", ALLOW), ("Accept", "application/sdp"),
-                                                     ("Supported", "timer")])
+                                                     ("Supported", ", ".join(sorted(sipmsg.SUPPORTED_OPTIONS)))])
         elif method == "INFO":
             self._info(txn)
         elif method == "UPDATE":  # RFC 3311, in a dialog: a session refresh or a new offer

@@ -53,6 +53,9 @@ CASES: list[tuple[str, Any, int | None]] = [
                                                    cseq="CSeq: 1 INVITE"), 488),
     ("unsolicited response", lambda n, p: request(n, p, start="SIP/2.0 200 OK"), None),
     ("nul in header", lambda n, p: request(n, p, extra="X-Nul: a\x00b"), 200),
+    ("require unknown extension", lambda n, p: request(n, p, start="INVITE sip:x@127.0.0.1 SIP/2.0",
+                                                       cseq="CSeq: 1 INVITE", extra="Require: 100rel, Foo"), 420),
+    ("require timer", lambda n, p: request(n, p, extra="Require: timer"), 200),
     ("empty", lambda n, p: b"", None),
     ("only crlf", lambda n, p: b"\r\n\r\n", None),
 ]
