@@ -28,7 +28,7 @@ from plugins.sip.dialog import Dialog, strip_tag
 from plugins.sip.dtmf import info_digit
 from plugins.sip.endpoint import ALLOW, Endpoint
 from plugins.sip.legs import LegEngine, MediaLeg
-from plugins.sip.message import Parsed, SipRequest
+from plugins.sip.message import Parsed, SipMessage, SipRequest
 from plugins.sip.portpool import PortPool
 from plugins.sip.prompts import PromptPlayer, load_blocks, make_prompts
 from plugins.sip.routing import Decision, RouteRule, from_hook, pick
@@ -582,6 +582,27 @@ class SipService:
         body = call.sdp.build(self.advertised, leg.local_port, [leg.codec], leg.telephone_event, direction)
         self.endpoint.respond(txn, 200, body=body.encode(),
                               headers=[("Contact", self.contact), *self.timers.answer(call, txn)])
+
+    def apply_refresh_answer(self, call: Call, response: SipMessage) -> None:
+        """The SDP answer to a refresh re-INVITE of ours (RFC 3264 §8): the peer may have moved
+        its media or changed direction. An answer without the call's codec, or one that does not
+        parse, keeps the session as it was."""
+        leg = call.leg
+        if leg is None or call.finished or not sipmsg.is_sdp(response):
+            return
+        try:
+            answer = sdp.parse(response.text)
+        except sdp.SdpError as exc:
+            log.info("refresh answer with bad sdp: session kept", call_id=call.call_id, error=str(exc))
+            return
+        if not any(c.name == leg.codec.name for c in answer.codecs()):
+            log.info("refresh answer without the call's codec: session kept", call_id=call.call_id)
+            return
+        unreachable = not answer.port or answer.address in ("0.0.0.0", "::")
+        leg.sending = answer.direction in ("sendrecv", "recvonly") and not unreachable and not call.on_hold
+        leg.receiving = answer.direction in ("sendrecv", "sendonly")
+        if not leg.latched and not unreachable:  # once latched, the packets' source is the truth
+            leg.remote = (answer.address, answer.port)
 
     # ---------------------------------------------------------------- dial-out
     async def dial(self, room_id: str, to: str, *, gate_id: str | None = None, from_user: str | None = None,

@@ -333,6 +333,8 @@ class SessionTimers:
         loop = asyncio.get_running_loop()
         response = parsed.message
         if 200 <= status < 300:
+            if method == "INVITE":
+                self.service.apply_refresh_answer(call, response)
             # a peer without timers answers without Session-Expires: our terms stay (§9 table)
             terms = from_response(response, peer_supports=timer.terms.peer_supports)
             timer.terms = terms or Terms(interval, True, timer.terms.peer_supports)

@@ -125,6 +125,31 @@ async def test_the_node_refreshes_a_caller_without_timer_support(node: Any, clie
     assert len(origins) == 1 and next(iter(origins)).startswith("mediagate "), origins
 
 
+async def test_the_answer_to_our_refresh_moves_the_media(node: Any, client: Any, auth: dict[str, str]) -> None:
+    """RFC 3264 §8: the answer to the node's refresh re-INVITE names another port and says
+    recvonly; the leg sends to the new port and stops expecting media."""
+    await room(client, auth, "st_move")
+    media_port = free_port()
+    service = node.pm.get_plugin("sip").service
+    sipp = await Sipp(sipp_args("uac_no_timer_moves.xml", target(node), "-s", "st_move", "-m", "1",
+                                port=free_port(), media_port=media_port)).start()
+    try:
+        with node.events.subscribe("st_move") as sub:
+            await next_event(sub, "sip.call.state", state="connected")
+            leg = next(c for c in service.by_sip.values() if c.room_id == "st_move").leg
+            assert leg.remote == ("127.0.0.1", media_port) and leg.receiving and leg.sending
+            for _ in range(200):  # the refresh comes at half the interval
+                if leg.remote[1] != media_port:
+                    break
+                await asyncio.sleep(0.05)
+            assert leg.remote == ("127.0.0.1", media_port + 2)
+            assert leg.sending and not leg.receiving
+            await next_event(sub, "sip.call.state", state="ended")
+        assert await sipp.wait(30) == 0, sipp.errors()
+    finally:
+        sipp.kill()
+
+
 async def test_a_refresh_answered_491_is_acked_and_retried(node: Any, client: Any, auth: dict[str, str]) -> None:
     await room(client, auth, "st_491")
     with node.events.subscribe("st_491") as sub:
