@@ -44,7 +44,12 @@
 #define MAX_BINDS 16
 #define BATCH 32
 #define BUF_SIZE 8192
+/* what Python needs less than per frame goes to it at most this often (the estimator works on
+ * each sample's own arrival time, so batching its samples changes no result, only when the
+ * REMB goes out: at most REMB_EVERY_MS later) */
 #define STATS_EVERY_MS 200
+#define REMB_EVERY_MS 100
+#define MAX_REMBS 32
 
 typedef int (*srtp_fn)(void *ctx, void *hdr, int *len);
 
@@ -209,11 +214,11 @@ typedef struct {
     int n_missing;
     /* receiver report statistics, per SSRC (RTX included) */
     Stats stats[MAX_SSRCS];
-    int64_t frame_bytes, stats_sent_ms;
+    int64_t frame_bytes, stats_sent_ms, remb_sent_ms;
     /* pending for Python */
     OutFrame *frames;
     int n_frames, cap_frames;
-    OutRemb rembs[8];
+    OutRemb rembs[MAX_REMBS];
     int n_rembs;
     int nack_due, pli_due;
     uint32_t nack_ssrc, pli_ssrc;
@@ -483,7 +488,7 @@ static int stream_handle(Stream *s, const uint8_t *d, const Header *h, int64_t a
         if (h->marker) {
             s->frame_bytes = 0;
             int64_t sent = abs_send_time(d, h, s->abs_id);
-            if (sent >= 0 && s->n_rembs < 8) {
+            if (sent >= 0 && s->n_rembs < MAX_REMBS) {
                 OutRemb *r = &s->rembs[s->n_rembs++];
                 r->sent = sent;
                 r->arrival = arrival;
@@ -520,11 +525,19 @@ static int stream_handle(Stream *s, const uint8_t *d, const Header *h, int64_t a
     return 0;
 }
 
-static int stream_pending(Stream *s, int64_t now) {
-    if (s->n_frames || s->n_rembs || s->nack_due || s->pli_due) return 1;
+static int rembs_due(Stream *s, int64_t now, int force) {
+    return s->n_rembs && (force || s->n_rembs >= MAX_REMBS / 2 || now - s->remb_sent_ms >= REMB_EVERY_MS);
+}
+
+static int stats_due(Stream *s, int64_t now, int force) {
+    if (!force && now - s->stats_sent_ms < STATS_EVERY_MS) return 0;
     for (int i = 0; i < MAX_SSRCS; i++)
-        if (s->stats[i].used && s->stats[i].dirty && now - s->stats_sent_ms >= STATS_EVERY_MS) return 1;
+        if (s->stats[i].used && s->stats[i].dirty) return 1;
     return 0;
+}
+
+static int stream_pending(Stream *s, int64_t now, int force) {
+    return s->n_frames || s->nack_due || s->pli_due || rembs_due(s, now, force) || stats_due(s, now, force);
 }
 
 static PyObject *py_int_or_none(int has, long long v) {
@@ -534,7 +547,8 @@ static PyObject *py_int_or_none(int has, long long v) {
 
 /* Build the callback's arguments from what is pending (under the mutex, GIL held) and
  * clear it. Returns a new tuple, or NULL with an exception. */
-static PyObject *stream_take(Stream *s) {
+static PyObject *stream_take(Stream *s, int64_t now, int force) {
+    int with_rembs = rembs_due(s, now, force), with_stats = stats_due(s, now, force);
     PyObject *frames = Py_None, *rembs = Py_None, *nack = Py_None, *pli = Py_None, *stats = Py_None;
     Py_INCREF(Py_None); Py_INCREF(Py_None); Py_INCREF(Py_None); Py_INCREF(Py_None); Py_INCREF(Py_None);
     PyObject *result = NULL;
@@ -550,7 +564,7 @@ static PyObject *stream_take(Stream *s) {
             PyList_SET_ITEM(frames, i, item);
         }
     }
-    if (s->n_rembs) {
+    if (with_rembs) {
         Py_DECREF(rembs);
         rembs = PyList_New(s->n_rembs);
         if (!rembs) goto done;
@@ -585,9 +599,7 @@ static PyObject *stream_take(Stream *s) {
         pli = PyLong_FromUnsignedLong(s->pli_ssrc);
         if (!pli) goto done;
     }
-    int dirty = 0;
-    for (int i = 0; i < MAX_SSRCS; i++) dirty += s->stats[i].used && s->stats[i].dirty;
-    if (dirty) {
+    if (with_stats) {
         Py_DECREF(stats);
         stats = PyList_New(0);
         if (!stats) goto done;
@@ -608,10 +620,15 @@ static PyObject *stream_take(Stream *s) {
 done:
     for (int i = 0; i < s->n_frames; i++) free(s->frames[i].data);
     s->n_frames = 0;
-    s->n_rembs = 0;
     s->nack_due = s->pli_due = 0;
-    for (int i = 0; i < MAX_SSRCS; i++) s->stats[i].dirty = s->stats[i].marker = 0;
-    s->stats_sent_ms = now_ms(CLOCK_MONOTONIC);
+    if (with_rembs) {
+        s->n_rembs = 0;
+        s->remb_sent_ms = now;
+    }
+    if (with_stats) {
+        for (int i = 0; i < MAX_SSRCS; i++) s->stats[i].dirty = s->stats[i].marker = 0;
+        s->stats_sent_ms = now;
+    }
     Py_DECREF(frames); Py_DECREF(rembs); Py_DECREF(nack); Py_DECREF(pli); Py_DECREF(stats);
     return result;
 }
@@ -619,11 +636,12 @@ done:
 /* take what is pending and call the callback (GIL held, mutex not held) */
 static void stream_deliver(Stream *s, int force) {
     pthread_mutex_lock(&mu);
-    if (!stream_pending(s, force ? INT64_MAX / 2 : now_ms(CLOCK_MONOTONIC))) {
+    int64_t now = now_ms(CLOCK_MONOTONIC);
+    if (!stream_pending(s, now, force)) {
         pthread_mutex_unlock(&mu);
         return;
     }
-    PyObject *args = stream_take(s);
+    PyObject *args = stream_take(s, now, force);
     pthread_mutex_unlock(&mu);
     if (!args) {
         PyErr_WriteUnraisable((PyObject *)s);
@@ -936,7 +954,7 @@ static int reader_has_pending(Reader *r) {
     if (r->n_others) return 1;
     int64_t now = now_ms(CLOCK_MONOTONIC);
     for (int i = 0; i < r->n_binds; i++)
-        if (stream_pending(r->binds[i].stream, now)) return 1;
+        if (stream_pending(r->binds[i].stream, now, 0)) return 1;
     return (r->rx_packets != r->reported_packets) && now - r->reported_ms >= 1000;
 }
 
@@ -1095,6 +1113,8 @@ static void reader_stop(Reader *r) {
         Py_BEGIN_ALLOW_THREADS
         pthread_join(r->thread, NULL);
         Py_END_ALLOW_THREADS
+        close(r->fd); /* the socket is released with the transport's own fd */
+        r->fd = -1;
     }
 }
 

@@ -144,6 +144,7 @@ def test_remb_samples_one_per_frame_with_its_bytes() -> None:
     stream = vp8_stream(4, per_frame=3)
     for i, packet in enumerate(stream):
         native.handle(rtp(*packet, abs_send_time=1000 + i), 42)
+    native.flush()  # samples go to Python in batches
     markers = [i for i, p in enumerate(stream) if p[3]]
     assert [sent for sent, *_ in events.rembs] == [1000 + i for i in markers]
     assert all(arrival == 42 and ssrc == MEDIA_SSRC for _, arrival, _, ssrc in events.rembs)
