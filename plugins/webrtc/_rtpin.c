@@ -827,7 +827,7 @@ typedef struct {
     int n_binds;
     Other *others;
     int n_others, cap_others;
-    long long rx_bytes, rx_packets, dropped, reported_bytes, reported_packets;
+    long long rx_bytes, rx_packets, dropped, reported_bytes, reported_packets, wakeups, datagrams;
     int64_t reported_ms;
 } Reader;
 
@@ -973,6 +973,7 @@ static void *reader_main(void *arg) {
         if (r->stopping || (ready > 0 && fds[1].revents)) break;
         if (ready > 0 && (fds[0].revents & POLLNVAL)) break;
         if (ready > 0) {
+            r->wakeups++;
             for (;;) {
                 for (int i = 0; i < BATCH; i++) {
                     iov[i].iov_base = bufs + (size_t)i * BUF_SIZE;
@@ -994,6 +995,7 @@ static void *reader_main(void *arg) {
                     break;
                 }
                 int64_t arrival = now_ms(CLOCK_REALTIME);
+                r->datagrams += got;
                 pthread_mutex_lock(&mu);
                 for (int i = 0; i < got; i++) {
                     if (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) { r->dropped++; continue; }
@@ -1167,6 +1169,8 @@ static PyObject *Reader_feed(Reader *r, PyObject *args) {
 
 static PyObject *Reader_get_running(Reader *r, void *c) { return PyBool_FromLong(r->running); }
 static PyObject *Reader_get_dropped(Reader *r, void *c) { return PyLong_FromLongLong(r->dropped); }
+static PyObject *Reader_get_wakeups(Reader *r, void *c) { return PyLong_FromLongLong(r->wakeups); }
+static PyObject *Reader_get_datagrams(Reader *r, void *c) { return PyLong_FromLongLong(r->datagrams); }
 
 static PyMethodDef Reader_methods[] = {
     {"bind", (PyCFunction)Reader_bind, METH_VARARGS, "Hand an SSRC's packets to a Vp8Stream."},
@@ -1178,6 +1182,8 @@ static PyMethodDef Reader_methods[] = {
 static PyGetSetDef Reader_getset[] = {
     {"running", (getter)Reader_get_running, NULL, "the thread runs", NULL},
     {"dropped", (getter)Reader_get_dropped, NULL, "datagrams dropped (truncated, no memory)", NULL},
+    {"wakeups", (getter)Reader_get_wakeups, NULL, "times the socket was found readable", NULL},
+    {"datagrams", (getter)Reader_get_datagrams, NULL, "datagrams read", NULL},
     {NULL}};
 
 static PyTypeObject ReaderType = {
