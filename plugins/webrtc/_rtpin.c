@@ -196,6 +196,7 @@ typedef struct {
 typedef struct {
     PyObject_HEAD
     PyObject *callback;
+    pthread_mutex_t deliver_mu; /* one delivery at a time, in order (recursive; waited for without the GIL) */
     uint8_t vp8[128], rtx[128];
     int abs_id, remb;
     struct { uint32_t rtx, original; } rtx_ssrc[MAX_SSRCS];
@@ -304,7 +305,7 @@ static int emit(Stream *s, uint16_t first, uint16_t last) {
     seq = first;
     for (;;) {
         Slot *slot = &s->slots[seq & MASK];
-        memcpy(data + pos, slot->data, slot->len);
+        if (slot->len) memcpy(data + pos, slot->data, slot->len);
         pos += slot->len;
         if (seq == last) break;
         seq = (uint16_t)(seq + 1);
@@ -378,7 +379,7 @@ static int frames_add(Stream *s, uint16_t seq, uint32_t ts, int start, int marke
         slot->data = grown;
         slot->cap = len;
     }
-    memcpy(slot->data, data, len);
+    if (len) memcpy(slot->data, data, len);
     slot->len = len;
     slot->used = 1;
     slot->seq = seq;
@@ -635,22 +636,34 @@ done:
 
 /* take what is pending and call the callback (GIL held, mutex not held) */
 static void stream_deliver(Stream *s, int force) {
+    /* the reader's thread and a Python caller (packets of an SSRC not bound yet) may both
+     * deliver; the callback gives the GIL away now and then, so without this its frames
+     * could reach the sink out of order */
+    if (pthread_mutex_trylock(&s->deliver_mu) != 0) {
+        Py_BEGIN_ALLOW_THREADS
+        pthread_mutex_lock(&s->deliver_mu);
+        Py_END_ALLOW_THREADS
+    }
     pthread_mutex_lock(&mu);
     int64_t now = now_ms(CLOCK_MONOTONIC);
-    if (!stream_pending(s, now, force)) {
+    if (!s->callback || !stream_pending(s, now, force)) {
         pthread_mutex_unlock(&mu);
+        pthread_mutex_unlock(&s->deliver_mu);
         return;
     }
     PyObject *args = stream_take(s, now, force);
     pthread_mutex_unlock(&mu);
     if (!args) {
         PyErr_WriteUnraisable((PyObject *)s);
-        return;
+    } else {
+        PyObject *callback = Py_NewRef(s->callback);
+        PyObject *out = PyObject_Call(callback, args, NULL);
+        Py_DECREF(args);
+        if (!out) PyErr_WriteUnraisable(callback);
+        Py_XDECREF(out);
+        Py_DECREF(callback);
     }
-    PyObject *out = PyObject_Call(s->callback, args, NULL);
-    Py_DECREF(args);
-    if (!out) PyErr_WriteUnraisable(s->callback);
-    Py_XDECREF(out);
+    pthread_mutex_unlock(&s->deliver_mu);
 }
 
 static int fill_types(uint8_t *table, PyObject *types) {
@@ -685,8 +698,31 @@ static int Stream_init(Stream *s, PyObject *args, PyObject *kwds) {
     return 0;
 }
 
+static PyObject *Stream_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    Stream *s = (Stream *)type->tp_alloc(type, 0);
+    if (!s) return NULL;
+    pthread_mutexattr_t attr;
+    pthread_mutexattr_init(&attr);
+    pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_RECURSIVE);
+    pthread_mutex_init(&s->deliver_mu, &attr);
+    pthread_mutexattr_destroy(&attr);
+    return (PyObject *)s;
+}
+
+static int Stream_traverse(Stream *s, visitproc visit, void *arg) {
+    Py_VISIT(s->callback);
+    return 0;
+}
+
+static int Stream_clear(Stream *s) {
+    Py_CLEAR(s->callback);
+    return 0;
+}
+
 static void Stream_dealloc(Stream *s) {
-    Py_XDECREF(s->callback);
+    PyObject_GC_UnTrack(s);
+    Py_CLEAR(s->callback);
+    pthread_mutex_destroy(&s->deliver_mu);
     for (int i = 0; i < CAPACITY; i++) free(s->slots[i].data);
     for (int i = 0; i < s->n_frames; i++) free(s->frames[i].data);
     free(s->frames);
@@ -796,9 +832,12 @@ static PyGetSetDef Stream_getset[] = {
 static PyTypeObject StreamType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "plugins.webrtc._rtpin.Vp8Stream",
     .tp_basicsize = sizeof(Stream),
-    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_doc = "One VP8 receiver: statistics, RTX, NACK, REMB samples and frames.",
-    .tp_new = PyType_GenericNew,
+    .tp_new = Stream_new,
+    .tp_traverse = (traverseproc)Stream_traverse,
+    .tp_clear = (inquiry)Stream_clear,
+    .tp_free = PyObject_GC_Del,
     .tp_init = (initproc)Stream_init,
     .tp_dealloc = (destructor)Stream_dealloc,
     .tp_methods = Stream_methods,
@@ -938,7 +977,9 @@ static void reader_deliver(Reader *r) {
             if (!item || PyList_Append(list, item) < 0) Py_CLEAR(list);
             Py_XDECREF(item);
         }
-        if (list) {
+        if (list && !r->on_other) {
+            Py_DECREF(list);
+        } else if (list) {
             PyObject *out = PyObject_CallFunction(r->on_other, "(NLL)", list, bytes, packets);
             if (!out) PyErr_WriteUnraisable(r->on_other);
             Py_XDECREF(out);
@@ -1127,8 +1168,7 @@ static PyObject *Reader_stop(Reader *r, PyObject *unused) {
     Py_RETURN_NONE;
 }
 
-static void Reader_dealloc(Reader *r) {
-    reader_stop(r); /* not running here unless start() failed half-way: stop() holds a reference */
+static void reader_unbind(Reader *r) {
     pthread_mutex_lock(&mu);
     int n = r->n_binds;
     Stream *streams[MAX_BINDS];
@@ -1136,12 +1176,33 @@ static void Reader_dealloc(Reader *r) {
     r->n_binds = 0;
     pthread_mutex_unlock(&mu);
     for (int i = 0; i < n; i++) Py_DECREF(streams[i]);
+}
+
+static int Reader_traverse(Reader *r, visitproc visit, void *arg) {
+    Py_VISIT(r->keep);
+    Py_VISIT(r->on_other);
+    for (int i = 0; i < r->n_binds; i++) Py_VISIT(r->binds[i].stream);
+    return 0;
+}
+
+static int Reader_clear(Reader *r) {
+    if (r->running) return 0; /* not garbage while its thread runs: the thread holds a reference */
+    reader_unbind(r);
+    Py_CLEAR(r->on_other);
+    Py_CLEAR(r->keep);
+    return 0;
+}
+
+static void Reader_dealloc(Reader *r) {
+    PyObject_GC_UnTrack(r);
+    reader_stop(r); /* not running here unless start() failed half-way: stop() holds a reference */
+    reader_unbind(r);
     if (r->fd >= 0) close(r->fd);
     if (r->wake_fd >= 0) close(r->wake_fd);
     for (int i = 0; i < r->n_others; i++) free(r->others[i].data);
     free(r->others);
-    Py_XDECREF(r->keep);
-    Py_XDECREF(r->on_other);
+    Py_CLEAR(r->keep);
+    Py_CLEAR(r->on_other);
     Py_TYPE(r)->tp_free((PyObject *)r);
 }
 
@@ -1189,9 +1250,12 @@ static PyGetSetDef Reader_getset[] = {
 static PyTypeObject ReaderType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "plugins.webrtc._rtpin.Reader",
     .tp_basicsize = sizeof(Reader),
-    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_doc = "Reads one ICE socket on a native thread.",
     .tp_new = Reader_new,
+    .tp_traverse = (traverseproc)Reader_traverse,
+    .tp_clear = (inquiry)Reader_clear,
+    .tp_free = PyObject_GC_Del,
     .tp_init = (initproc)Reader_init,
     .tp_dealloc = (destructor)Reader_dealloc,
     .tp_methods = Reader_methods,

@@ -272,3 +272,68 @@ def test_stopping_a_reader_twice_and_dropping_it_unstarted() -> None:
         reader.stop()
         reader.stop()
         pair.reader(sock, lambda *_: None)  # never started: freed cleanly
+
+
+def test_streams_and_readers_in_cycles_are_collected() -> None:
+    import gc
+    import weakref
+
+    class Owner:  # as NativeVp8: its stream calls back into it
+        def __init__(self) -> None:
+            self.stream = _rtpin.Vp8Stream(self.events, [VP8], [RTX])
+
+        def events(self, *args: Any) -> None:
+            pass
+
+    class Connection:  # as native_rx.Connection: its reader calls back into it
+        def __init__(self, sock: socket.socket) -> None:
+            self.reader = pair.reader(sock, self.others)
+
+        def others(self, *args: Any) -> None:
+            pass
+
+    pair = Pair()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        owner, connection = Owner(), Connection(sock)
+        connection.reader.bind(MEDIA_SSRC, owner.stream)
+        owner.stream.handle(rtp(1, 90, True, True, b"\x10"), 0)
+        refs = [weakref.ref(owner), weakref.ref(connection)]
+        del owner, connection
+        gc.collect()
+        assert [ref() for ref in refs] == [None, None]
+
+
+def test_deliveries_from_two_threads_stay_in_order() -> None:
+    """The reader's thread and the loop (packets of an SSRC not bound yet) may deliver at
+    once: frames still reach the callback one delivery at a time, in order."""
+    seen: list[int] = []
+    inside = threading.Lock()
+
+    def events(frames: Any, *_: Any) -> None:
+        assert inside.acquire(blocking=False)  # never two deliveries at once
+        try:
+            for ts, _, _ in frames or ():
+                seen.append(ts)
+                time.sleep(0)  # give the GIL away mid-delivery
+        finally:
+            inside.release()
+
+    native = _rtpin.Vp8Stream(events, [VP8], [RTX])
+    packets = [rtp(*p) for p in vp8_stream(400, per_frame=1)]
+    lock = threading.Lock()
+    queue = list(packets)
+
+    def worker() -> None:
+        while True:
+            with lock:
+                if not queue:
+                    return
+                data = queue.pop(0)
+            native.handle(data, 0)
+
+    threads = [threading.Thread(target=worker) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert seen == sorted(seen) and len(seen) > 300  # a keyframe may jump a frame still in another thread
