@@ -51,4 +51,4 @@ bench: $(VENV)/.installed debs-test debs-bench
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) data .pytest_cache
+	rm -rf $(VENV) data .pytest_cache build plugins/webrtc/_rtpin*.so

@@ -223,6 +223,8 @@ typedef struct {
     int n_rembs;
     int nack_due, pli_due;
     uint32_t nack_ssrc, pli_ssrc;
+    uint32_t media_ssrc; /* of the last VP8 packet (an RTX packet's original) */
+    int has_media_ssrc;
 } Stream;
 
 static void frames_lose(Stream *s) {
@@ -510,6 +512,8 @@ static int stream_handle(Stream *s, const uint8_t *d, const Header *h, int64_t a
         seq = be16(d + start);
         start += 2;
     }
+    s->media_ssrc = ssrc;
+    s->has_media_ssrc = 1;
     if (nack_add(s, seq)) {
         s->nack_due = 1;
         s->nack_ssrc = ssrc;
@@ -813,6 +817,10 @@ static PyObject *Stream_get_frames_out(Stream *s, void *c) { return PyLong_FromL
 static PyObject *Stream_get_dropped(Stream *s, void *c) { return PyLong_FromLongLong(s->dropped_frames); }
 static PyObject *Stream_get_packets(Stream *s, void *c) { return PyLong_FromLongLong(s->packets); }
 static PyObject *Stream_get_waiting(Stream *s, void *c) { return PyBool_FromLong(!s->has_next); }
+static PyObject *Stream_get_ssrc(Stream *s, void *c) {
+    if (!s->has_media_ssrc) Py_RETURN_NONE;
+    return PyLong_FromUnsignedLong(s->media_ssrc);
+}
 
 static PyMethodDef Stream_methods[] = {
     {"set_rtx_ssrc", (PyCFunction)Stream_set_rtx_ssrc, METH_VARARGS, "Map an RTX SSRC to its original."},
@@ -827,6 +835,7 @@ static PyGetSetDef Stream_getset[] = {
     {"dropped_frames", (getter)Stream_get_dropped, NULL, "frames dropped", NULL},
     {"packets", (getter)Stream_get_packets, NULL, "VP8 and RTX packets received", NULL},
     {"waiting_keyframe", (getter)Stream_get_waiting, NULL, "waiting for a keyframe", NULL},
+    {"ssrc", (getter)Stream_get_ssrc, NULL, "the media SSRC of the last VP8 packet, or None", NULL},
     {NULL}};
 
 static PyTypeObject StreamType = {

@@ -106,7 +106,6 @@ class NativeVp8:
         for rtx, original in d[P + "rtx_ssrc"].items():
             self.stream.set_rtx_ssrc(rtx, original)
         self.frames = self.stream  # frames_out, dropped_frames: as Vp8Receiver.frames
-        self.ssrc: int | None = None  # the media SSRC, for a PLI the sink asks for
 
     def accepts(self, payload_type: int) -> bool:
         return payload_type in self.vp8_types or payload_type in self.rtx_types
@@ -145,15 +144,12 @@ class NativeVp8:
         if nack is not None:
             self.post(self._send_nack, *nack)
         if pli is not None or lost:
-            ssrc = pli if pli is not None else self.ssrc
+            ssrc = pli if pli is not None else self.stream.ssrc  # the media SSRC of the last packet
             if ssrc is not None:
                 self.post(self._send_pli, ssrc)
 
     def _stats(self, stats: list[tuple[Any, ...]]) -> None:
-        rtx = self.receiver.__dict__[P + "rtx_ssrc"]
         for ssrc, received, base_seq, max_seq, cycles, jitter_q4, last_arrival, last_timestamp, marker in stats:
-            if ssrc not in rtx:
-                self.ssrc = ssrc
             target = self.streams.get(ssrc)
             if target is None:  # a new entry: on the loop, which iterates the dict for its reports
                 self.post(self._new_stats, ssrc)

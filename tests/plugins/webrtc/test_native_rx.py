@@ -337,3 +337,64 @@ def test_deliveries_from_two_threads_stay_in_order() -> None:
     for t in threads:
         t.join()
     assert seen == sorted(seen) and len(seen) > 300  # a keyframe may jump a frame still in another thread
+
+
+class FakeReceiver:
+    """What NativeVp8 reads of an aiortc RTCRtpReceiver, recording the RTCP it sends."""
+
+    def __init__(self) -> None:
+        from aiortc.rate import RemoteBitrateEstimator
+        from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+        from aiortc.rtcrtpreceiver import TimestampMapper
+
+        d = self.__dict__
+        d["_RTCRtpReceiver__codecs"] = {
+            VP8: RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=VP8),
+            RTX: RTCRtpCodecParameters(mimeType="video/rtx", clockRate=90000, payloadType=RTX,
+                                       parameters={"apt": VP8})}
+        d["_RTCRtpReceiver__remote_streams"] = {}
+        d["_RTCRtpReceiver__active_ssrc"] = {}
+        d["_RTCRtpReceiver__rtx_ssrc"] = {RTX_SSRC: MEDIA_SSRC}
+        d["_RTCRtpReceiver__remote_bitrate_estimator"] = RemoteBitrateEstimator()
+        d["_RTCRtpReceiver__timestamp_mapper"] = TimestampMapper()
+        d["_RTCRtpReceiver__rtcp_ssrc"] = 1
+        self._enabled = True
+        self.sent: list[tuple[str, Any, int]] = []
+
+    async def _send_rtcp_nack(self, ssrc: int, missing: list[int]) -> None:
+        self.sent.append(("nack", (ssrc, missing), threading.get_ident()))
+
+    async def _send_rtcp_pli(self, ssrc: int) -> None:
+        self.sent.append(("pli", ssrc, threading.get_ident()))
+
+    async def _send_rtcp(self, packet: Any) -> None:
+        self.sent.append(("remb", packet, threading.get_ident()))
+
+
+async def test_native_vp8_sends_its_rtcp_on_the_loop_and_frames_to_the_sink() -> None:
+    import asyncio
+
+    receiver = FakeReceiver()
+    packets: list[Any] = []
+    lean = native_rx.NativeVp8(receiver, lambda codec, packet: packets.append(packet) or len(packets) == 2, 3)
+    stream = vp8_stream(12, keyframe_every=1000)
+    lost = stream.pop(9)
+
+    def publish() -> None:  # as the reader's thread does
+        for i, packet in enumerate(stream):
+            lean.stream.handle(rtp(*packet, ssrc=MEDIA_SSRC, abs_send_time=1000 * i), 10 * i)
+        lean.stream.flush()
+
+    await asyncio.to_thread(publish)
+    for _ in range(20):
+        await asyncio.sleep(0.01)
+    loop_thread = threading.get_ident()
+    kinds = {kind for kind, _, _ in receiver.sent}
+    assert {"nack", "pli"} <= kinds  # a hole; and the sink asked for a keyframe at its second frame
+    assert all(thread == loop_thread for _, _, thread in receiver.sent)
+    nack = next(value for kind, value, _ in receiver.sent if kind == "nack")
+    assert nack == (MEDIA_SSRC, [lost[0]])
+    assert [p.pts for p in packets] == sorted(p.pts for p in packets) and packets[0].pts == 0
+    assert packets[0].is_keyframe and not packets[1].is_keyframe
+    assert MEDIA_SSRC in receiver.__dict__["_RTCRtpReceiver__remote_streams"]
+    assert MEDIA_SSRC in receiver.__dict__["_RTCRtpReceiver__active_ssrc"]
