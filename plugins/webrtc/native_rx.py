@@ -149,15 +149,13 @@ class NativeVp8:
                 self.post(self._send_pli, ssrc)
 
     def _stats(self, stats: list[tuple[Any, ...]]) -> None:
-        for ssrc, received, base_seq, max_seq, cycles, jitter_q4, last_arrival, last_timestamp, marker in stats:
+        for entry in stats:
+            ssrc, marker = entry[0], entry[8]
             target = self.streams.get(ssrc)
             if target is None:  # a new entry: on the loop, which iterates the dict for its reports
-                self.post(self._new_stats, ssrc)
+                self.post(self._new_stats, entry)
             else:
-                target.packets_received, target.base_seq, target.max_seq, target.cycles = (received, base_seq,
-                                                                                            max_seq, cycles)
-                target._jitter_q4, target._last_arrival, target._last_timestamp = (jitter_q4, last_arrival,
-                                                                                   last_timestamp)
+                _fill(target, entry)
             if marker or ssrc not in self.active:
                 if ssrc in self.active:
                     self.active[ssrc] = clock.current_datetime()
@@ -165,8 +163,11 @@ class NativeVp8:
                     self.post(self._set_active, ssrc)
 
     # ------------------------------------------------------------ on the loop
-    def _new_stats(self, ssrc: int) -> None:
-        self.streams.setdefault(ssrc, StreamStatistics(90000))  # filled by the next report
+    def _new_stats(self, entry: tuple[Any, ...]) -> None:
+        target = self.streams.get(entry[0])
+        if target is None:
+            target = self.streams[entry[0]] = StreamStatistics(90000)
+            _fill(target, entry)  # complete at once: a receiver report reads every field
 
     def _set_active(self, ssrc: int) -> None:
         self.active[ssrc] = clock.current_datetime()
@@ -182,6 +183,13 @@ class NativeVp8:
 
     def _send_pli(self, ssrc: int) -> None:
         self._drive(self.receiver._send_rtcp_pli(ssrc))
+
+
+def _fill(target: StreamStatistics, entry: tuple[Any, ...]) -> None:
+    """Set aiortc's statistics from the stream's (ssrc, received, base_seq, max_seq, cycles,
+    jitter_q4, last_arrival, last_timestamp, marker)."""
+    (_, target.packets_received, target.base_seq, target.max_seq, target.cycles, target._jitter_q4,
+     target._last_arrival, target._last_timestamp, _) = entry
 
 
 # ---------------------------------------------------------------- the sockets

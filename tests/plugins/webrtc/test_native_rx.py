@@ -396,5 +396,6 @@ async def test_native_vp8_sends_its_rtcp_on_the_loop_and_frames_to_the_sink() ->
     assert nack == (MEDIA_SSRC, [lost[0]])
     assert [p.pts for p in packets] == sorted(p.pts for p in packets) and packets[0].pts == 0
     assert packets[0].is_keyframe and not packets[1].is_keyframe
-    assert MEDIA_SSRC in receiver.__dict__["_RTCRtpReceiver__remote_streams"]
+    stats = receiver.__dict__["_RTCRtpReceiver__remote_streams"][MEDIA_SSRC]
+    assert stats.packets_received == len(stream) and stats.fraction_lost >= 0 and stats.packets_lost == 1
     assert MEDIA_SSRC in receiver.__dict__["_RTCRtpReceiver__active_ssrc"]
