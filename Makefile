@@ -10,18 +10,23 @@ PORT   ?=
 # real peers (ffmpeg/ffprobe, curl) and a PostgreSQL server for the store.
 RUN_DEBS  := fonts-noto-cjk
 TEST_DEBS := $(RUN_DEBS) ffmpeg curl postgresql chromium chromium-driver nginx libnginx-mod-rtmp sip-tester baresip espeak-ng
+# the venv's install compiles the native VP8 receive path (plugins/webrtc/_rtpin.c, setup.py)
+BUILD_DEBS := gcc libc6-dev python3-dev
 # references the benchmarks measure against (bench_sip_media: Janus AudioBridge)
 BENCH_DEBS := janus
 
-.PHONY: run test lint bench clean debs-run debs-test
+.PHONY: run test lint bench clean debs-build debs-run debs-test
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
+$(VENV)/.installed: pyproject.toml setup.py plugins/webrtc/_rtpin.c | $(BIN)/python debs-build
 	$(BIN)/pip install --quiet -e '.[dev]'
 	@touch $@
+
+debs-build:
+	@sh contrib/scripts/ensure-debs.sh $(BUILD_DEBS)
 
 debs-run:
 	@sh contrib/scripts/ensure-debs.sh $(RUN_DEBS)
@@ -46,4 +51,4 @@ bench: $(VENV)/.installed debs-test debs-bench
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) data .pytest_cache
+	rm -rf $(VENV) data .pytest_cache build plugins/webrtc/_rtpin*.so

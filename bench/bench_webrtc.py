@@ -37,15 +37,22 @@ def cpu_s() -> float:
 
 
 def thread_cpu_s() -> dict[str, float]:
-    """CPU seconds of each live thread of this process, by thread name (Linux /proc)."""
+    """CPU seconds of each live thread of this process (Linux /proc): by Python thread name,
+    or for a native thread (the VP8 receive path's ``rtp-in``) by its kernel name."""
     tick = os.sysconf("SC_CLK_TCK")
+    names = {thread.native_id: "event loop" if thread is threading.main_thread() else thread.name.split("-")[0]
+             for thread in threading.enumerate()}
     out: dict[str, float] = {}
-    for thread in threading.enumerate():
+    for task in Path("/proc/self/task").iterdir():
         try:
-            fields = Path(f"/proc/self/task/{thread.native_id}/stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
+            comm, rest = task.joinpath("stat").read_text().split(" (", 1)[1].rsplit(")", 1)
+            fields = rest.split()
+        except (OSError, IndexError, ValueError):
             continue
-        name = "event loop" if thread is threading.main_thread() else thread.name.split("-")[0]
+        tid = int(task.name)
+        if tid not in names and comm != "rtp-in":
+            continue  # a native helper of some library (e.g. FFmpeg's): counted in the total only
+        name = names.get(tid, comm)
         out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
     return out
 
@@ -159,6 +166,8 @@ async def child_publish(base: str, token: str, room: str, path: str, hold: float
 
 # ---------------------------------------------------------------------------- node side
 class Bench:
+    overrides: list[str] = []  # --set KEY=VALUE, for the node
+
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
         self.children: list[asyncio.subprocess.Process] = []
@@ -168,7 +177,8 @@ class Bench:
         from gateway.node import Node
 
         self.tmp = tempfile.TemporaryDirectory()
-        config = load_config(None, overrides=[f'node.data_dir="{self.tmp.name}"', *LOOPBACK], environ={})
+        config = load_config(None, overrides=[f'node.data_dir="{self.tmp.name}"', *LOOPBACK,
+                                                    *self.overrides], environ={})
         self.node = Node(config)
         self.url = await self.node.serve("127.0.0.1", 0)
         self.http = aiohttp.ClientSession()
@@ -372,7 +382,11 @@ if __name__ == "__main__":
     parser.add_argument("--only", choices=["whep", "vp8"])
     parser.add_argument("--runs", type=int, default=1, help="repeat the VP8 figure (median and spread)")
     parser.add_argument("--child", nargs="+")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a node config override, e.g. plugins.webrtc.native_receive=false or "
+                             "plugins.sip.gil_switch_interval_ms=0")
     args = parser.parse_args()
+    Bench.overrides = args.set
     if args.child:
         mode, *rest = args.child
         if mode == "viewers":

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from gateway import events as ev
 from gateway.hookspecs import hookimpl
-from plugins.webrtc import ice, passthrough
+from plugins.webrtc import ice, native_rx, passthrough
 from plugins.webrtc.config import WebRTCConfig
 from plugins.webrtc.http import WebRTCRoutes
 from plugins.webrtc.ingress import WhipIngressKind
@@ -50,6 +50,7 @@ class WebRTCPlugin:
         self.registry = SessionRegistry(self.config)
         self.playback = Playback(node, self.config, self.registry)
         ice.apply(self.config)
+        native_rx.Settings.enabled = self.config.native_receive
         passthrough.install()
 
     @hookimpl

@@ -45,6 +45,8 @@ class WebRTCConfig(BaseModel):
                                     description="origins allowed to call WHIP/WHEP; empty = same origin; '*' any")
     whep_video_kbps: int = Field(1500, ge=100, le=20000)
     whep_gop_s: float = Field(2, gt=0, le=10)
+    native_receive: bool = Field(True, description="receive publishers' VP8 on a native thread (plugins/webrtc/"
+                                                   "_rtpin.c) when it is built; false: the Python path")
 
     @field_validator("host_addresses")
     @classmethod

@@ -27,6 +27,7 @@ from aiortc.rtcdtlstransport import State
 from aiortc.rtp import is_rtcp
 from pylibsrtp._binding import ffi, lib
 
+from plugins.webrtc import native_rx
 from plugins.webrtc.rtp_parse import parse_header
 
 log = structlog.get_logger(__name__)
@@ -42,12 +43,25 @@ DRAIN_MAX = 32  # datagrams read per readiness callback: bounds one callback's h
 UDP_MAX = 65536  # above the largest UDP payload (65507 bytes)
 
 
-def attach(dtls: Any) -> None:
-    """Take `dtls`'s (an RTCDtlsTransport, connected) incoming SRTP through the fast path."""
+NATIVE_RETRIES = 40  # tries, NATIVE_RETRY_S apart, to take a connection over natively while aiortc has datagrams queued
+NATIVE_RETRY_S = 0.05
+
+
+def attach(dtls: Any, retries: int = NATIVE_RETRIES) -> None:
+    """Take `dtls`'s (an RTCDtlsTransport, connected) incoming SRTP through the fast path:
+    the native one (:mod:`plugins.webrtc.native_rx`) if it can, else the Python one."""
     connection = getattr(dtls.transport, "_connection", None)
     if connection is None:
         return
     setattr(connection, _ATTR, dtls)
+    if native_rx.attach(dtls, connection):
+        return
+    if native_rx.available() and retries > 0 and dtls._state is State.CONNECTED:
+        # aiortc still has datagrams queued: the Python path until they are handled
+        retry = connection.__dict__.get("_mediagate_retry")
+        if retry is None or retry.cancelled() or retries < NATIVE_RETRIES:
+            connection._mediagate_retry = asyncio.get_running_loop().call_later(NATIVE_RETRY_S, attach, dtls,
+                                                                                retries - 1)
     for protocol in list(getattr(connection, "_protocols", ())):
         transport = getattr(protocol, "transport", None)
         sock_fd = getattr(transport, "_sock_fd", None)

@@ -33,7 +33,7 @@ from aiortc import clock
 from aiortc.rtcrtpreceiver import StreamStatistics
 from aiortc.rtp import RTCP_PSFB_APP, RTP_HISTORY_SIZE, RtcpPsfbPacket, pack_remb_fci
 
-from plugins.webrtc import fastpath, remb
+from plugins.webrtc import fastpath, native_rx, remb
 from plugins.webrtc.rtp_parse import RtpHeader, abs_send_time, vp8_descriptor
 from plugins.webrtc.vp8_frames import Vp8Frames
 
@@ -200,4 +200,7 @@ def attach(receiver: Any, sink: Sink) -> None:
     if not any(c.name.lower() == "vp8" for c in codecs.values()):
         return
     ids = receiver.transport._rtp_header_extensions_map._HeaderExtensionsMap__ids
+    if native_rx.available():  # the same steps in C
+        setattr(receiver, fastpath.RECEIVER_ATTR, native_rx.NativeVp8(receiver, sink, ids.abs_send_time))
+        return
     setattr(receiver, fastpath.RECEIVER_ATTR, Vp8Receiver(receiver, sink, ids.abs_send_time))

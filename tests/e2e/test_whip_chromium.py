@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from plugins.webrtc import fastpath
+from plugins.webrtc import fastpath, native_rx
 from tests.e2e.chromium import fake_media, launch
 from tests.e2e.test_composite_recording import assert_tones
 from tests.plugins.webrtc.conftest import Rtc, open_rtc, wait_for
@@ -102,6 +102,8 @@ async def test_browser_publishes_over_whip_and_the_recording_shows_it(rtc: Rtc, 
     session = rtc.plugin.registry.of_participant(pid)[0]
     video = [r for r in session.receivers if r.track.kind == "video"]
     await wait_for(lambda: getattr(video[0], fastpath.RECEIVER_ATTR).frames.frames_out > 10, "VP8 frames received")
+    if native_rx.available():  # and on the native thread, not the loop (plugins/webrtc/_rtpin.c)
+        assert getattr(video[0].transport.transport._connection, native_rx.READERS_ATTR, None) is not None
 
     response = await rtc.client.post(f"/v1/rooms/{room}/egress", headers=rtc.api.auth, json={
         "kind": "record", "record": {"formats": ["mp4"], "storage": {"backend": "local"}},
