@@ -7,7 +7,11 @@ an int32 total, and derives every output from that total:
 
 - mix-minus listeners (a SIP leg, a browser) get ``total - own`` for all of them at once, as one
   vectorised subtraction over the rows of the publishing listeners; listeners that don't
-  publish, or whose own block was silent this tick, share the total array itself (no copy);
+  publish share the total array itself (no copy). A small room (up to SMALL_MIX publishing
+  rows) computes every row in int32 without checking anything first, the total as the
+  difference with a silent row after the blocks: its cost is the number of numpy calls, not
+  the samples. A large room computes only the rows someone needs, in int16 when no result can
+  overflow, and a listener whose own block is digitally silent shares the total too;
 - composite outputs (recordings, pushes) mix a selection of participants, with a participant
   optionally downmixed to mono in the left or right channel only; like TRTC's audioMixUserList
   they mix at most 16 sources (the loudest), so a large room's open mics don't add up to noise.
@@ -20,7 +24,7 @@ listener, and clients run their own AGC.
 
 Output arrays are read-only and shared: consumers must not write into them. Mix-minus rows live
 in buffers recycled once no consumer holds a view of them (see ``_output_buffer``). A 500-listener
-tick costs ~3 ms of CPU (``python -m bench.bench_mixer``); the worker thread runs it every 20 ms
+tick costs ~2 ms of CPU (``python -m bench.bench_mixer``); the worker thread runs it every 20 ms
 on absolute deadlines, off the asyncio loop. Consumers that batch many outputs can run right
 after each tick in that same thread (``add_tick_hook``) instead of waking a thread of their own.
 """
@@ -52,15 +56,20 @@ TICK = BLOCK_MS / 1000
 MAX_LAG = 0.2  # seconds behind schedule before the worker skips ticks instead of catching up
 SAT = 32767  # symmetric saturation: -32768 would make polarity inversion overflow downstream
 FLOOR_DB = -127.0  # dBov of silence (RFC 6464 range)
-LEVEL_ATTACK = 0.5  # per-tick smoothing of levels in dB: rise fast ...
-LEVEL_RELEASE = 0.1  # ... fall slowly, so speech pauses don't flicker
-LEVELS_EVERY = 10  # ticks between on_levels callbacks (200 ms)
+# levels and the active speaker are measured on every LEVEL_TICKS-th tick's blocks (100 ms): a
+# meter and a 300 ms speaker hold need no finer grain, and in a small room that measurement
+# is a third of the mixer's tick
+LEVEL_TICKS = 5
+LEVEL_ATTACK = 1 - (1 - 0.5) ** LEVEL_TICKS  # per-measurement smoothing of levels in dB: rise
+LEVEL_RELEASE = 1 - (1 - 0.1) ** LEVEL_TICKS  # fast, fall slowly (0.5 and 0.1 per 20 ms)
+LEVELS_EVERY = 10  # ticks between on_levels callbacks (200 ms), a multiple of LEVEL_TICKS
 LEVEL_STRIDE = 15  # odd stride over interleaved samples: both channels, 128 points per block
 SPEAKER_ON_DB = -45.0  # a candidate speaker must be above this ...
 SPEAKER_OFF_DB = -55.0  # ... and keeps the floor until it falls below this (hysteresis)
 SPEAKER_MARGIN_DB = 6.0  # to take over from a speaker still talking, be this much louder
-SPEAKER_HOLD = 15  # ticks (300 ms) a challenger must stay loudest before it takes over
-SPEAKER_RELEASE = 75  # ticks (1.5 s) of silence before the active speaker becomes None
+SPEAKER_HOLD = 300 // (LEVEL_TICKS * BLOCK_MS)  # measurements a challenger must stay loudest (300 ms)
+SPEAKER_RELEASE = 1500 // (LEVEL_TICKS * BLOCK_MS)  # measurements of silence (1.5 s) before None
+SMALL_MIX = 32  # publishing rows up to which every mix-minus row is computed in int32, unchecked
 MAX_COMPOSITE_SOURCES = 16  # like TRTC's audioMixUserList: the 16 loudest of a selection
 LIMIT = 29204  # limiter ceiling, -1 dBFS
 LIMIT_RELEASE = 10 ** (12 * TICK / 20)  # gain recovery per tick: 12 dB/s
@@ -269,12 +278,10 @@ class AudioMixer:
         self._flat = np.zeros((0, CHANNELS), dtype=np.int16)
         self._scratch = np.zeros((0, BLOCK_SAMPLES, CHANNELS), dtype=np.int32)
         self._pool: list[np.ndarray] = []  # mix-minus output buffers, see _output_buffer
-        self._mapped_listeners: tuple[MixOutput, ...] | None = None
-        self._mapped_sources: tuple[_Source, ...] | None = None
-        self._listener_index = np.zeros(0, dtype=np.intp)
+        self._mapping: tuple[Any, ...] | None = None  # _mix_minus's row picks, see _picks
         self._pending: str | None = None
-        self._pending_ticks = 0
-        self._quiet_ticks = 0
+        self._pending_count = 0  # measurements the pending challenger has stayed loudest
+        self._quiet_count = 0  # measurements the active speaker has been quiet
 
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -426,21 +433,30 @@ class AudioMixer:
         self._tick_index += 1
         self.ticks += 1
 
-        pulled = [src.pull() for src in self._sources]
+        sources = self._sources
+        pulled = [src.pull() for src in sources]
         active = [i for i, block in enumerate(pulled) if block is not None]  # source of each row
-        stack = self._stack([pulled[i] for i in active])
-        power = self._update_levels(stack, active)
-        self._update_speaker()
+        blocks = pulled if len(active) == len(pulled) else [pulled[i] for i in active]
+        rows = self._stack(blocks)  # the blocks, then a silent row
+        stack = rows[:-1]
+        if self.ticks % LEVEL_TICKS == 0 and sources:
+            self._update_levels(stack, active)
+            self._update_speaker()
 
-        if active:
-            total32 = stack.sum(axis=0, dtype=np.int32)
-            total16 = np.clip(total32, -SAT, SAT).astype(np.int16)
-            total16.flags.writeable = False
-        else:
-            total32, total16 = None, _SILENCE
         listeners, composites = self._listeners, self._composites
-        if listeners:
-            self._mix_minus(listeners, pts, stack, active, power, total32, total16)
+        if not active:
+            total32, total16 = None, _SILENCE
+            if listeners:
+                for out in listeners:
+                    out._put(pts, _SILENCE)
+        else:
+            total32 = rows.sum(axis=0, dtype=np.int32)
+            if listeners and len(active) <= SMALL_MIX:
+                total16 = self._mix_minus_small(listeners, pts, rows, active, total32)
+            else:
+                total16 = self._clip16(total32)
+                if listeners:
+                    self._mix_minus(listeners, pts, stack, active, total32, total16)
         if composites:
             self._mix_composites(composites, pts, stack, active, total16)
 
@@ -449,19 +465,24 @@ class AudioMixer:
         return pts
 
     def _stack(self, blocks: list[np.ndarray]) -> np.ndarray:
-        """The blocks as one (n, 960, 2) int16 view of a buffer reused across ticks."""
-        rows = len(blocks) * BLOCK_SAMPLES
+        """The blocks and a silent row after them, as one (n + 1, 960, 2) int16 view of a buffer
+        reused across ticks (the silent row's total - 0 is the total)."""
+        rows = (len(blocks) + 1) * BLOCK_SAMPLES
         if rows > len(self._flat):
             self._flat = np.empty((max(rows, 2 * len(self._flat)), CHANNELS), dtype=np.int16)
         flat = self._flat[:rows]
-        if blocks:
-            np.concatenate(blocks, axis=0, out=flat)  # one C loop instead of n row assignments
-        return flat.reshape(len(blocks), BLOCK_SAMPLES, CHANNELS)
+        np.concatenate([*blocks, _SILENCE], axis=0, out=flat)  # one C loop instead of n row assignments
+        return flat.reshape(len(blocks) + 1, BLOCK_SAMPLES, CHANNELS)
 
-    def _update_levels(self, stack: np.ndarray, active: list[int]) -> np.ndarray:
-        """Smooth the levels with this tick's blocks; returns each row's (decimated) power."""
+    @staticmethod
+    def _clip16(total32: np.ndarray) -> np.ndarray:
+        total16 = np.clip(total32, -SAT, SAT).astype(np.int16)
+        total16.flags.writeable = False
+        return total16
+
+    def _update_levels(self, stack: np.ndarray, active: list[int]) -> None:
+        """Smooth the levels with this tick's blocks (a measurement every LEVEL_TICKS ticks)."""
         new = np.full(len(self._sources), FLOOR_DB)
-        power = np.zeros(len(active))
         if active:
             # RMS over a decimated view: a level meter needs no more than 128 points per block
             points = stack.reshape(len(active), -1)[:, ::LEVEL_STRIDE].astype(np.float64)
@@ -472,7 +493,6 @@ class AudioMixer:
         level = self._level
         rate = np.where(new > level, LEVEL_ATTACK, LEVEL_RELEASE)
         level += (new - level) * rate
-        return power
 
     def _update_speaker(self) -> None:
         level, index = self._level, self._index
@@ -488,46 +508,52 @@ class AudioMixer:
         if pending is not None and level[index[pending]] >= max(bar, loud_db - SPEAKER_MARGIN_DB):
             # near-equal talkers swap the top spot tick by tick: staying close to the loudest
             # keeps the candidate's count, so one of them does win
-            self._pending_ticks += 1
+            self._pending_count += 1
         elif loud_pid != current and loud_db >= bar:
-            self._pending, self._pending_ticks = loud_pid, 1
+            self._pending, self._pending_count = loud_pid, 1
         else:
             self._pending = None
-        self._quiet_ticks = 0 if talking else self._quiet_ticks + 1
-        if self._pending is not None and self._pending_ticks >= SPEAKER_HOLD:
+        self._quiet_count = 0 if talking else self._quiet_count + 1
+        if self._pending is not None and self._pending_count >= SPEAKER_HOLD:
             self._set_speaker(self._pending)
-        elif current is not None and self._pending is None and self._quiet_ticks >= SPEAKER_RELEASE:
+        elif current is not None and self._pending is None and self._quiet_count >= SPEAKER_RELEASE:
             self._set_speaker(None)
 
     def _set_speaker(self, participant_id: str | None) -> None:
-        self._pending, self._quiet_ticks = None, 0
+        self._pending, self._quiet_count = None, 0
         if participant_id == self.active_speaker:
             return
         self.active_speaker = participant_id
         if self.on_active_speaker is not None:
             self._callback(self.on_active_speaker, participant_id)
 
-    def _mix_minus(self, listeners: tuple[MixOutput, ...], pts: int, stack: np.ndarray, active: list[int],
-                   power: np.ndarray, total32: np.ndarray | None, total16: np.ndarray) -> None:
-        n = len(active)
-        # each listener's own row in the stack, vectorised: -1 (not publishing, or silent) picks
-        # the sentinel past the end
-        row_of = np.full(len(self._sources) + 1, -1, dtype=np.intp)
-        row_of[active] = np.arange(n)
-        own = row_of[self._listener_sources(listeners)]
-        needed = np.flatnonzero(np.bincount(own[own >= 0], minlength=n)) if n else own[:0]
-        # a digitally silent own block (a browser mic muted with track.enabled=false sends zeros)
-        # leaves total - own == total: share the total instead of computing a row
-        maybe_silent = needed[power[needed] == 0]
-        if len(maybe_silent):
-            silent = [row for row in maybe_silent.tolist() if not stack[row].any()]
-            needed = np.setdiff1d(needed, silent)
-        position = np.full(n + 1, len(needed), dtype=np.intp)  # default: the shared total
-        position[needed] = np.arange(len(needed))
-        arrays = [*self._subtract(stack, needed, total32, total16), total16] if len(needed) else [total16]
-        picked = itemgetter(*position[own].tolist())(arrays)
-        if len(listeners) == 1:
-            picked = (picked,)
+    def _picks(self, listeners: tuple[MixOutput, ...], active: list[int]) -> tuple[Any, ...]:
+        """Which row each listener hears, cached until the listeners, the sources or the set of
+        publishing sources change (in a steady room: never): (key, own, needed, small-room pick).
+
+        `own`: each listener's own row in the stack, len(active) (the silent row after the
+        blocks) for a listener that does not publish or was silent this tick; `needed`: the
+        rows some listener hears total - own of; the pick takes each listener's block from the
+        rows of a small room's output buffer."""
+        sources = self._sources
+        all_active = len(active) == len(sources)
+        mapping = self._mapping
+        if mapping is not None and mapping[0] is listeners and mapping[1] is sources and \
+                (mapping[2] is None if all_active else mapping[2] == active):
+            return mapping
+        n, index = len(active), self._index
+        row_of = dict.fromkeys(range(len(sources)), n)
+        row_of.update(zip(active, range(n), strict=True))
+        own = [row_of.get(index.get(out.participant_id, -1), n) for out in listeners]  # type: ignore[arg-type]
+        needed = np.array(sorted(set(own) - {n}), dtype=np.intp)
+        pick = itemgetter(*own)
+        mapping = (listeners, sources, None if all_active else list(active),
+                   np.array(own, dtype=np.intp), needed,
+                   pick if len(own) > 1 else (lambda rows, _one=own[0]: (rows[_one],)))
+        self._mapping = mapping
+        return mapping
+
+    def _deliver(self, listeners: tuple[MixOutput, ...], pts: int, picked: Any) -> None:
         for out, samples in zip(listeners, picked, strict=True):
             # MixOutput._put, inlined: this loop runs once per listener per tick
             queue = out._queue
@@ -537,23 +563,54 @@ class AudioMixer:
             if out._waiters:
                 out._ready.set()
 
-    def _listener_sources(self, listeners: tuple[MixOutput, ...]) -> np.ndarray:
-        """Each listener's source index (-1: not publishing), cached until either side changes."""
-        sources = self._sources
-        if self._mapped_listeners is not listeners or self._mapped_sources is not sources:
-            index = self._index
-            self._listener_index = np.array([index.get(out.participant_id, -1) for out in listeners],  # type: ignore[arg-type]
-                                            dtype=np.intp)
-            self._mapped_listeners, self._mapped_sources = listeners, sources
-        return self._listener_index
+    def _mix_minus_small(self, listeners: tuple[MixOutput, ...], pts: int, rows: np.ndarray, active: list[int],
+                         total32: np.ndarray) -> np.ndarray:
+        """A small room: total - own for every row, the silent one included (which gives the
+        total), in two passes over a few hundred KB, and no check of which rows anyone needs
+        or whether they can overflow: here the passes cost less than the checks. Returns the
+        int16 total."""
+        pick = self._picks(listeners, active)[5]
+        k = len(rows)
+        if len(self._scratch) < k:
+            self._scratch = np.empty((max(k, SMALL_MIX + 1), BLOCK_SAMPLES, CHANNELS), dtype=np.int32)
+        diff = self._scratch[:k]
+        np.subtract(total32, rows, out=diff)
+        mixed = self._output_buffer(k)
+        np.clip(diff, -SAT, SAT, out=mixed, casting="unsafe")  # saturate and narrow in one pass
+        mixed.flags.writeable = False
+        views = list(mixed)  # one view per row: listeners hearing the same row share one object
+        self._deliver(listeners, pts, pick(views))
+        return views[-1]
 
-    def _subtract(self, stack: np.ndarray, needed: np.ndarray, total32: np.ndarray | None,
-                  total16: np.ndarray) -> np.ndarray:
+    def _mix_minus(self, listeners: tuple[MixOutput, ...], pts: int, stack: np.ndarray, active: list[int],
+                   total32: np.ndarray, total16: np.ndarray) -> None:
+        """A large room: total - own only for the rows somebody needs, in int16 when no result
+        can leave it; a listener whose own block is digitally silent (a browser mic muted
+        with track.enabled=false sends zeros) shares the total."""
+        _key, _sources, _active, own, needed, _pick = self._picks(listeners, active)
+        n = len(active)
+        if len(needed):
+            # per-row peaks: silent rows (share the total) and the largest own sample
+            high = stack.max(axis=(1, 2))
+            low = stack.min(axis=(1, 2))
+            loud = needed[(high[needed] != 0) | (low[needed] != 0)]
+            if len(loud) != len(needed):
+                needed = loud
+        position = np.full(n + 1, len(needed), dtype=np.intp)  # default: the shared total
+        position[needed] = np.arange(len(needed))
+        if len(needed):
+            peak_own = max(int(high[needed].max()), -int(low[needed].min()))
+            arrays = [*self._subtract(stack, needed, total32, total16, peak_own), total16]
+        else:
+            arrays = [total16]
+        picked = itemgetter(*position[own].tolist())(arrays)
+        self._deliver(listeners, pts, (picked,) if len(listeners) == 1 else picked)
+
+    def _subtract(self, stack: np.ndarray, needed: np.ndarray, total32: np.ndarray, total16: np.ndarray,
+                  peak_own: int) -> np.ndarray:
         """total - own for the `needed` rows of the stack, in one vectorised pass."""
-        assert total32 is not None
         own = stack if len(needed) == len(stack) else stack[needed]
         peak_total = max(int(total32.max()), -int(total32.min()))
-        peak_own = max(int(own.max()), -int(own.min()))
         mixed = self._output_buffer(len(needed))
         if peak_total + peak_own <= SAT:
             np.subtract(total16, own, out=mixed)  # no result can leave int16: skip the int32 round trip
@@ -562,8 +619,7 @@ class AudioMixer:
                 self._scratch = np.empty((len(needed) + len(needed) // 4, BLOCK_SAMPLES, CHANNELS), dtype=np.int32)
             diff = self._scratch[: len(needed)]
             np.subtract(total32, own, out=diff, dtype=np.int32)
-            np.clip(diff, -SAT, SAT, out=diff)
-            np.copyto(mixed, diff, casting="unsafe")
+            np.clip(diff, -SAT, SAT, out=mixed, casting="unsafe")
         mixed.flags.writeable = False
         return mixed
 

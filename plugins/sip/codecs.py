@@ -17,6 +17,11 @@ import numpy as np
 
 from plugins.sip.sdp import Codec
 
+try:  # the ufunc itself: np.clip is a Python wrapper around it, which costs more than the clip
+    from numpy._core.umath import clip as _clip
+except ImportError:  # numpy < 2
+    from numpy.core.umath import clip as _clip  # type: ignore[no-redef]
+
 TAPS = 48  # 8 per phase for the 6:1 (48 <-> 8 kHz) polyphase filters
 DOWN_HISTORY = TAPS - 6  # input samples a decimator keeps (a whole number of 6-sample rows)
 UP_HISTORY = TAPS // 6 - 1  # input samples an interpolator keeps
@@ -138,34 +143,58 @@ def downsample_stereo_8k(blocks: list[np.ndarray], history: np.ndarray) -> np.nd
 class G711Bank:
     """The 8 kHz <-> 48 kHz stereo filters of every G.711 leg of an engine, one batch per tick.
 
-    Each leg owns a slot: one row of the up- and the down-filter memories, kept here so a tick
-    gathers the rows of the legs it serves with one fancy index instead of concatenating n
-    small per-leg arrays. A tick's legs go through each filter in a single stacked matmul:
-    numpy runs it as one BLAS call per CHUNK legs in C (each under OpenBLAS's threading
-    threshold), so the per-leg Python cost is gone; the work buffers persist across ticks
-    (no fresh pages). Results match :func:`upsample_8k_stereo` / :func:`downsample_stereo_8k`.
+    Each leg owns a slot: one row of the up- and one of the down-filter's input buffers, the
+    filter memory at its head and the tick's samples after it, kept across ticks. The legs of a
+    tick are usually the same slots in the same order (every leg, as they joined): then each
+    filter works in place on a slice of its buffer, else on a gathered copy whose memories go
+    back. Either way a tick is a handful of numpy calls whatever the number of legs (each
+    product one BLAS call per CHUNK legs in C, each under OpenBLAS's threading threshold); on
+    a busy machine each call after the 20 ms pause costs tens of µs in cold caches, so their
+    number is what a small room pays. Results match :func:`upsample_8k_stereo` /
+    :func:`downsample_stereo_8k` (within one LSB: the sums run in another order).
     """
 
     def __init__(self, capacity: int = 16) -> None:
-        self.up = np.zeros((capacity, UP_HISTORY), dtype=np.float32)
-        self.down = np.zeros((capacity, DOWN_HISTORY_STEREO), dtype=np.float32)
-        self._free = list(range(capacity - 1, -1, -1))
+        self._capacity = 0
+        self._up_x = np.zeros((0, UP_HISTORY + BLOCK_OUT), dtype=np.float32)
+        self._down_x = np.zeros((0, DOWN_HISTORY_STEREO + 12 * BLOCK_OUT), dtype=np.float32)
+        self._free: list[int] = []
         self._work: dict[str, np.ndarray] = {}
+        self._views: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # strided views of work buffers
+        self._grow(capacity)
+
+    @property
+    def up(self) -> np.ndarray:
+        """(capacity, UP_HISTORY): each slot's up-filter memory (a view: writable)."""
+        return self._up_x[:self._capacity, :UP_HISTORY]
+
+    @property
+    def down(self) -> np.ndarray:
+        """(capacity, DOWN_HISTORY_STEREO): each slot's down-filter memory (a view: writable)."""
+        return self._down_x[:self._capacity, :DOWN_HISTORY_STEREO]
+
+    def _grow(self, capacity: int) -> None:
+        # rows past the capacity: a tick's product runs over whole chunks of slots
+        rows = capacity + max(CHUNK, UP_CHUNK)
+        for name in ("_up_x", "_down_x"):
+            old = getattr(self, name)
+            buf = np.zeros((rows, old.shape[1]), dtype=np.float32)
+            buf[:len(old)] = old
+            setattr(self, name, buf)
+        self._free = list(range(capacity - 1, self._capacity - 1, -1)) + self._free
+        self._capacity = capacity
 
     def allocate(self) -> int:
         """A slot with empty filter memories (a new leg starts from silence)."""
         if not self._free:
-            old = len(self.up)
-            self.up = np.concatenate([self.up, np.zeros_like(self.up)])
-            self.down = np.concatenate([self.down, np.zeros_like(self.down)])
-            self._free = list(range(2 * old - 1, old - 1, -1))
+            self._grow(2 * self._capacity)
         slot = self._free.pop()
         self.up[slot] = 0
         self.down[slot] = 0
         return slot
 
     def release(self, slot: int) -> None:
-        if 0 <= slot < len(self.up) and slot not in self._free:
+        if 0 <= slot < self._capacity and slot not in self._free:
             self._free.append(slot)
 
     def _buffer(self, name: str, shape: tuple[int, ...], chunk: int = CHUNK) -> np.ndarray:
@@ -177,55 +206,118 @@ class G711Bank:
             self._work[name] = buf
         return buf[:rows]
 
-    def upsample(self, slots: np.ndarray, samples: np.ndarray) -> np.ndarray:
-        """(k, 160) 8 kHz int16 of the legs in `slots` to (k, 960, 2) 48 kHz stereo int16.
+    def _rows(self, name: str, slots: list[int], chunk: int) -> tuple[np.ndarray, int, np.ndarray | None]:
+        """Where the input rows of `slots` are, padded to whole chunks (the legs' rows first):
+        (base, first row, None) when they are consecutive slots in order, as the legs of a
+        steady call mostly are: the filter runs in place, nothing to gather or give back;
+        else (a work buffer holding a gathered copy, 0, the index to give the memories back
+        through)."""
+        buf = getattr(self, name)
+        k, first = len(slots), slots[0]
+        if slots[-1] - first == k - 1 and slots == list(range(first, first + k)):
+            return buf, first, None  # the rows past the capacity cover the padding
+        index = np.array(slots, dtype=np.intp)
+        self._buffer(name, (k, *buf.shape[1:]), chunk)
+        work = self._work[name]
+        np.take(buf, index, axis=0, out=work[:k])
+        return work, 0, index
+
+    def _strided(self, base: np.ndarray, shape: tuple[int, ...], strides: tuple[int, ...]) -> np.ndarray:
+        """A strided view of a whole buffer, made once per buffer (as_strided is slow Python)."""
+        key = (id(base), shape[1:], strides)
+        cached = self._views.get(key)
+        if cached is None or cached[0] is not base:
+            cached = (base, np.lib.stride_tricks.as_strided(base, shape=(len(base), *shape[1:]), strides=strides))
+            self._views = {k: v for k, v in self._views.items() if v[0] is self._up_x or v[0] is self._down_x
+                           or any(v[0] is w for w in self._work.values())}
+            self._views[key] = cached
+        return cached[1]
+
+    def _keep(self, name: str, x: np.ndarray, index: np.ndarray | None, k: int, history: int) -> None:
+        """Each leg's filter memory for the next tick: the tail of this tick's input."""
+        if index is None:
+            x[:k, :history] = x[:k, -history:]
+        else:
+            getattr(self, name)[index, :history] = x[:k, -history:]
+
+    def upsample(self, slots: np.ndarray | list[int], samples: np.ndarray,
+                 table: np.ndarray | None = None) -> np.ndarray:
+        """(k, 160) 8 kHz int16 of the legs in `slots` to (k, 960, 2) 48 kHz stereo int16; with
+        a float `table` (g711.DECODE_FLOAT), `samples` are the G.711 codes, decoded on the way in.
 
         Blocks of UP_BLOCK input samples: each block's 6 * UP_BLOCK outputs are one product
         of its UP_BLOCK + 7 inputs (with the previous block's tail) by a banded matrix, which
         BLAS runs far faster than the 8-tap polyphase product (K = 8 is too thin for it)."""
+        slots = slots.tolist() if isinstance(slots, np.ndarray) else slots
         k = len(slots)
-        x = self._buffer("up_x", (k, UP_HISTORY + BLOCK_OUT), UP_CHUNK)
-        x[:k, :UP_HISTORY] = self.up[slots]
-        x[:k, UP_HISTORY:] = samples
-        self.up[slots] = x[:k, BLOCK_OUT:]
+        if not k:
+            return np.zeros((0, 6 * BLOCK_OUT, 2), dtype=np.int16)
+        base, first, index = self._rows("_up_x", slots, UP_CHUNK)
         blocks = BLOCK_OUT // UP_BLOCK
         windows = self._buffer("up_w", (k, blocks, UP_BLOCK + UP_HISTORY), UP_CHUNK)
-        np.copyto(windows, np.lib.stride_tricks.as_strided(
-            x, shape=windows.shape, strides=(x.strides[0], UP_BLOCK * x.strides[1], x.strides[1])))
+        rows = len(windows)
+        x = base[first:first + rows]
+        if table is None:
+            x[:k, UP_HISTORY:] = samples
+        else:
+            np.take(table, samples, out=x[:k, UP_HISTORY:], mode="wrap")  # codes are < 256: no check
+        view = self._strided(base, windows.shape, (base.strides[0], UP_BLOCK * base.strides[1], base.strides[1]))
+        np.copyto(windows, view[first:first + rows])
+        self._keep("_up_x", x, index, k, UP_HISTORY)
         y = self._buffer("up_y", (k, blocks, 6 * UP_BLOCK), UP_CHUNK)
-        chunks = len(y) // UP_CHUNK
+        chunks = rows // UP_CHUNK
         np.matmul(windows.reshape(chunks, UP_CHUNK * blocks, UP_BLOCK + UP_HISTORY), _UP_BAND,
                   out=y.reshape(chunks, UP_CHUNK * blocks, 6 * UP_BLOCK))
-        mono = y[:k].reshape(k, 6 * BLOCK_OUT)
-        peak = max(int(samples.max()), -int(samples.min())) if samples.size else 0
-        if peak * _UP_GAIN > 32767:  # only a near-full-scale input can overshoot
-            np.clip(mono, -32767, 32767, out=mono)
+        mono = np.empty((k, 6 * BLOCK_OUT), dtype=np.int16)
+        _clip(y[:k].reshape(k, 6 * BLOCK_OUT), -32767, 32767, out=mono, casting="unsafe")  # saturate, narrow
         # mono to interleaved stereo in one pass: a uint16 pattern times 0x10001 is the same
         # 16 bits in both halves of a uint32, i.e. one (L, R) pair; a fresh array, as its
         # rows go onto the tracks, whose subscribers keep them
-        pattern = mono.astype(np.int16).view(np.uint16).astype(np.uint32)
+        pattern = mono.view(np.uint16).astype(np.uint32)
         pattern *= 0x10001
         return pattern.view(np.int16).reshape(k, 6 * BLOCK_OUT, 2)
 
-    def downsample(self, slots: np.ndarray, blocks: list[np.ndarray]) -> np.ndarray:
+    def downsample(self, slots: np.ndarray | list[int], blocks: list[np.ndarray]) -> np.ndarray:
         """(960, 2) int16 48 kHz stereo blocks of the legs in `slots` to (k, 160) int16 8 kHz
         mono: downmix and 6:1 polyphase decimation, all legs at once."""
+        slots = slots.tolist() if isinstance(slots, np.ndarray) else slots
+        if not slots:
+            return np.zeros((0, BLOCK_OUT), dtype=np.int16)
+        y = self._decimate(slots, blocks, 0.0)
+        low = np.empty(y.shape, dtype=np.int16)
+        _clip(y, -32767, 32767, out=low, casting="unsafe")
+        return low
+
+    def encode(self, slots: list[int], blocks: list[np.ndarray], table: np.ndarray) -> bytes:
+        """:meth:`downsample` and the G.711 encode in one: the legs' 160-byte payloads, one
+        after another. `table` (g711.ENCODE_BIASED) is indexed by sample + 32768, which the
+        filter adds: a lookup that clips its indices saturates too."""
+        y = self._decimate(slots, blocks, 32768.0)
+        return table.take(y.astype(np.intp), mode="clip").tobytes()
+
+    def _decimate(self, slots: list[int], blocks: list[np.ndarray], bias: float) -> np.ndarray:
+        """(k, 160) float32 8 kHz mono (+ bias) of the legs' 48 kHz stereo blocks."""
         k, h = len(slots), DOWN_HISTORY_STEREO
-        x = self._buffer("down_x", (k, h + 12 * BLOCK_OUT))
-        x[:k, :h] = self.down[slots]
-        x[:k, h:] = np.concatenate(blocks, axis=0).reshape(k, 12 * BLOCK_OUT)
-        self.down[slots] = x[:k, -h:]
-        rows = (h + 12 * BLOCK_OUT) // 12
-        z = self._buffer("down_z", (k, rows, TAPS // 6))
-        chunks = len(z) // CHUNK
-        np.matmul(x.reshape(chunks, CHUNK * rows, 12), _DOWN_8K_STEREO,
-                  out=z.reshape(chunks, CHUNK * rows, TAPS // 6))
-        # y[:, n] = sum_q z[:, n + q, q]
-        y = z[:k, 0:BLOCK_OUT, 0] + z[:k, 1:BLOCK_OUT + 1, 1]
-        for q in range(2, TAPS // 6):
-            y += z[:k, q:q + BLOCK_OUT, q]
-        np.clip(y, -32767, 32767, out=y)
-        return y.astype(np.int16)
+        base, first, index = self._rows("_down_x", slots, CHUNK)
+        width = (h + 12 * BLOCK_OUT) // 12  # 6-sample stereo input rows per leg
+        z = self._buffer("down_z", (k, width, TAPS // 6))
+        rows = len(z)
+        x = base[first:first + rows]
+        # the blocks straight into the float rows after the memories: one C loop (x[:k] is
+        # contiguous, so this reshape is a view)
+        np.concatenate([block[None] for block in blocks], axis=0,
+                       out=x[:k].reshape(k, -1, 2)[:, h // 2:])
+        chunks = rows // CHUNK
+        np.matmul(x.reshape(chunks, CHUNK * width, 12), _DOWN_8K_STEREO,
+                  out=z.reshape(chunks, CHUNK * width, TAPS // 6))
+        self._keep("_down_x", x, index, k, h)
+        # y[:, n] = sum_q z[:, n + q, q]: one reduction over a strided view of the work buffer
+        zbase = self._work["down_z"]
+        diagonal = self._strided(zbase, (rows, BLOCK_OUT, TAPS // 6),
+                                 (zbase.strides[0], zbase.strides[1], zbase.strides[1] + zbase.strides[2]))
+        y = self._buffer("down_y", (k, BLOCK_OUT))
+        np.add.reduce(diagonal[:rows], axis=2, out=y, initial=bias)
+        return y[:k]
 
 
 UP_BLOCK = 16  # input samples per banded product in G711Bank.upsample
@@ -242,7 +334,6 @@ def _up_band(block: int) -> np.ndarray:
 
 
 _UP_BAND = _up_band(UP_BLOCK)
-_UP_GAIN = float(np.abs(_UP_8K).sum(axis=0).max())  # the largest output for a full-scale input
 
 
 class PyAvCodec:

@@ -56,6 +56,10 @@ ULAW_ENCODE = np.array([_ulaw_encode(int(v)) for v in _ALL], dtype=np.uint8)[(np
 ALAW_ENCODE = np.array([_alaw_encode(int(v)) for v in _ALL], dtype=np.uint8)[(np.arange(65536) + 32768) % 65536]
 ULAW_DECODE = np.array([_ulaw_decode(c) for c in range(256)], dtype=np.int16)
 ALAW_DECODE = np.array([_alaw_decode(c) for c in range(256)], dtype=np.int16)
+# for the legs' filter bank, which fuses the table into its filters: decode straight to float,
+# encode from sample + 32768 (so a lookup in "clip" mode also saturates)
+DECODE_FLOAT = {"PCMU": ULAW_DECODE.astype(np.float32), "PCMA": ALAW_DECODE.astype(np.float32)}
+ENCODE_BIASED = {"PCMU": np.roll(ULAW_ENCODE, 32768), "PCMA": np.roll(ALAW_ENCODE, 32768)}
 
 
 def encode(samples: np.ndarray, law: str) -> np.ndarray:

@@ -448,18 +448,22 @@ class LegEngine:
             return
         k = len(batch)
         codes = np.frombuffer(b"".join([p for _, p in batch]), dtype=np.uint8).reshape(k, 160)
-        alaw = [leg.codec.name == "PCMA" for leg, _ in batch]
-        if not any(alaw):
-            pcm = g711.ULAW_DECODE[codes]
-        elif all(alaw):
-            pcm = g711.ALAW_DECODE[codes]
-        else:
-            pcm = np.where(np.array(alaw)[:, None], g711.ALAW_DECODE[codes], g711.ULAW_DECODE[codes])
+        slots = [leg.slot for leg, _ in batch]
+        law = batch[0][0].codec.name
         gains = [leg.gain for leg, _ in batch]
-        if any(g != 1.0 for g in gains):
-            pcm = np.clip(pcm * np.array(gains, dtype=np.float32)[:, None], -32767, 32767).astype(np.int16)
-        slots = np.fromiter([leg.slot for leg, _ in batch], dtype=np.intp, count=k)
-        stereo = self.bank.upsample(slots, pcm)
+        if all(leg.codec.name == law for leg, _ in batch) and all(g == 1.0 for g in gains):
+            stereo = self.bank.upsample(slots, codes, g711.DECODE_FLOAT[law])  # decoded on the way in
+        else:
+            alaw = [leg.codec.name == "PCMA" for leg, _ in batch]
+            if not any(alaw):
+                pcm = g711.ULAW_DECODE[codes]
+            elif all(alaw):
+                pcm = g711.ALAW_DECODE[codes]
+            else:
+                pcm = np.where(np.array(alaw)[:, None], g711.ALAW_DECODE[codes], g711.ULAW_DECODE[codes])
+            if any(g != 1.0 for g in gains):
+                pcm = np.clip(pcm * np.array(gains, dtype=np.float32)[:, None], -32767, 32767).astype(np.int16)
+            stereo = self.bank.upsample(slots, pcm)
         for (leg, _), block in zip(batch, stereo, strict=True):
             track = leg.track  # read once: the loop may detach it meanwhile
             if track is not None:
@@ -546,14 +550,14 @@ class LegEngine:
 
     def _send_g711(self, legs: list[MediaLeg], blocks: list[np.ndarray]) -> None:
         """One block per leg: downmix, decimate and encode all at once, one sendto each."""
-        k = len(legs)
-        slots = np.fromiter([leg.slot for leg in legs], dtype=np.intp, count=k)
-        low = self.bank.downsample(slots, blocks)
-        laws = [leg.codec.name for leg in legs]
-        payloads = {}
-        for law in ("PCMU", "PCMA"):
-            if law in laws:
-                payloads[law] = g711.encode(low, law).tobytes()
+        slots = [leg.slot for leg in legs]
+        law = legs[0].codec.name
+        if all(leg.codec.name == law for leg in legs):  # filtered and encoded in one batch
+            payloads = {law: self.bank.encode(slots, blocks, g711.ENCODE_BIASED[law])}
+        else:
+            low = self.bank.downsample(slots, blocks)
+            laws = {leg.codec.name for leg in legs}
+            payloads = {law: g711.encode(low, law).tobytes() for law in laws}
         pack = rtp.HEADER.pack
         for i, leg in enumerate(legs):  # _emit inlined: this runs per leg per tick
             codec = leg.codec

@@ -449,3 +449,39 @@ def test_tick_hook_runs_in_the_worker_right_after_each_mix() -> None:
     assert [queued for queued, _ in seen[:5]] == list(range(1, 6))
     assert len(seen) <= count + 1 and len(pts) == 8
     assert MixOutput("x").after_tick(hook) is None  # no mixer fills it: no hook
+
+
+@pytest.mark.parametrize("talkers", [5, 40])  # both sides of SMALL_MIX: every row, or only the needed ones
+def test_mix_minus_is_exact_in_small_and_large_rooms(talkers: int) -> None:
+    """Sample by sample: each listener hears the saturated sum of everyone else, whether it
+    publishes, is silent (a row of zeros) or only listens; the listeners with nothing of
+    their own to leave out share one array."""
+    from gateway.media.mixer import SMALL_MIX
+
+    assert (talkers <= SMALL_MIX) == (talkers == 5)
+    bus = FrameBus()
+    tracks = [bus.create_track(TrackKind.AUDIO, TrackSource.MIC, f"p{k}") for k in range(talkers)]
+    mixer = AudioMixer(bus)
+    outs = {f"p{k}": mixer.add_listener(f"p{k}") for k in range(talkers)}
+    outs["viewer"] = mixer.add_listener("viewer")
+    rng = np.random.default_rng(7)
+    history: list[list[np.ndarray]] = []
+    for tick in range(8):
+        amp = 30000 if tick % 2 else 600  # loud ticks saturate, quiet ones fit int16
+        blocks = [rng.integers(-amp, amp, (BLOCK_SAMPLES, 2), dtype=np.int16) for _ in tracks]
+        blocks[1][:] = 0  # a muted browser mic: zeros
+        for track, block in zip(tracks, blocks, strict=True):
+            track.push_samples(block)
+        history.append(blocks)
+        if tick >= 2:  # the 60 ms jitter target is met: one block per tick from here on
+            mixer.tick()
+            played = history[tick - 2]
+            total = np.sum(played, axis=0, dtype=np.int32)
+            got = {pid: out.get_nowait()[1] for pid, out in outs.items()}
+            for pid, samples in got.items():
+                own = played[int(pid[1:])] if pid != "viewer" else 0
+                assert np.array_equal(samples, np.clip(total - own, -SAT, SAT)), (tick, pid)
+                assert not samples.flags.writeable
+            if talkers > SMALL_MIX:  # the silent p1 shares the viewer's total
+                assert got["p1"] is got["viewer"]
+    mixer.close()
