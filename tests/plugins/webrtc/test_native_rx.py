@@ -386,7 +386,16 @@ async def test_native_vp8_sends_its_rtcp_on_the_loop_and_frames_to_the_sink() ->
         lean.stream.flush()
 
     await asyncio.to_thread(publish)
-    for _ in range(20):
+    streams = receiver.__dict__["_RTCRtpReceiver__remote_streams"]
+
+    def settled() -> bool:  # what the stream posted to the loop has run (a loaded machine is slow)
+        kinds = {kind for kind, _, _ in receiver.sent}
+        return {"nack", "pli"} <= kinds and MEDIA_SSRC in streams and \
+            streams[MEDIA_SSRC].packets_received == len(stream)
+
+    for _ in range(500):
+        if settled():
+            break
         await asyncio.sleep(0.01)
     loop_thread = threading.get_ident()
     kinds = {kind for kind, _, _ in receiver.sent}
