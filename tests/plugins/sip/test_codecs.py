@@ -253,3 +253,21 @@ def test_engine_decodes_mixed_laws_packet_sizes_and_gains_in_order() -> None:
         for s in peers:
             s.close()
         loop.close()
+
+
+def test_bank_encode_matches_downsample_then_encode() -> None:
+    """The fused filter + G.711 encode gives the codes of the reference filter's samples
+    (within one quantisation step: it floors where the reference truncates), saturating."""
+    rng = np.random.default_rng(3)
+    for law in ("PCMU", "PCMA"):
+        bank, h_ref = G711Bank(), np.zeros((LEGS, DOWN_HISTORY_STEREO), np.float32)
+        slots = [bank.allocate() for _ in range(LEGS)]
+        for tick in range(3):
+            amp = 32767 if tick == 2 else 9000  # full scale: the filter overshoots, must saturate
+            blocks = [rng.integers(-amp, amp, (960, 2)).astype(np.int16) for _ in range(LEGS)]
+            ref = g711.decode(g711.encode(downsample_stereo_8k(blocks, h_ref), law), law).astype(int)
+            payload = bank.encode(slots, blocks, g711.ENCODE_BIASED[law])
+            assert len(payload) == LEGS * 160
+            got = g711.decode(payload, law).astype(int).reshape(LEGS, 160)
+            step = np.maximum(16, np.abs(ref) // 8)  # a G.711 segment's step is ~1/16 of its level
+            assert np.all(np.abs(got - ref) <= step), law
