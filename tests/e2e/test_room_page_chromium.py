@@ -125,7 +125,7 @@ async def check_room(rtc: Any, room: str, browsers: dict[str, Any]) -> None:
                    f"both browsers' pictures decoded for the composite: {[t.info() for t in browser_video]}",
                    timeout=60)
     tones = {"ada": BROWSERS["ada"][1], "bob": BROWSERS["bob"][1], "src": SOURCE[1]}
-    tones.update({f"{k}_near": hz + 45 for k, hz in tones.items()})
+    tones.update({f"{k}_near": hz + 45 for k, hz in tones.items()} | {f"{k}_below": hz - 45 for k, hz in tones.items()})
     results = await asyncio.gather(*[asyncio.to_thread(d.execute_async_script, PROBE_JS, RGB, tones)
                                      for d in browsers.values()])
     for name, result in zip(browsers, results, strict=True):
@@ -133,12 +133,15 @@ async def check_room(rtc: Any, room: str, browsers: dict[str, Any]) -> None:
         assert all(count > 100 for count in result["pixels"].values()), (name, result)
         levels = result["levels"]
         # a tone is heard when it stands out of the codec noise right next to it (45 Hz off);
-        # its own tone is far below every tone it hears
+        # its own tone is far below every tone it hears. The codec's noise is not flat (one side
+        # of a frequency can lie nearer a loud tone than the other: 6.7 dB apart once on a loaded
+        # host), so "no peak" is judged against the noise on both sides
         heard = [levels[other] for other in ("ada", "bob", "src") if other != name]
         for other in ("ada", "bob", "src"):
             if other != name:
                 assert levels[other] > levels[f"{other}_near"] + 10, (name, levels)
-        assert levels[name] < levels[f"{name}_near"] + 6, (name, levels)  # no peak at its own tone
+        noise = max(levels[f"{name}_near"], levels[f"{name}_below"])
+        assert levels[name] < noise + 6, (name, levels)  # no peak at its own tone
         assert levels[name] < min(heard) - 15, (name, levels)  # present, it would be as loud as they are
     # the page shows who is present
     ada, bob = browsers["ada"], browsers["bob"]
