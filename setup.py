@@ -1,8 +1,13 @@
-"""The one compiled module: the native VP8 receive path (plugins/webrtc/_rtpin.c). It needs
-only Python's headers and a C compiler; libsrtp comes from pylibsrtp at run time."""
+"""The compiled modules: the native VP8 receive path (plugins/webrtc/_rtpin.c) and the SIP
+legs' G.711 filter bank (plugins/sip/_filterbank.c). They need only Python's headers and a C
+compiler; libsrtp comes from pylibsrtp at run time."""
 
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension("plugins.webrtc._rtpin", ["plugins/webrtc/_rtpin.c"],
-                             extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter",
-                                                 "-Wno-missing-field-initializers"])])
+WARNINGS = ["-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-missing-field-initializers"]
+
+setup(ext_modules=[
+    Extension("plugins.webrtc._rtpin", ["plugins/webrtc/_rtpin.c"], extra_compile_args=["-O2", *WARNINGS]),
+    # -O3: the filters' inner loops are vectorised (baseline x86-64 SSE2, no -march)
+    Extension("plugins.sip._filterbank", ["plugins/sip/_filterbank.c"], extra_compile_args=["-O3", *WARNINGS]),
+])

@@ -1,10 +1,12 @@
 """Voice codecs of a leg: G.711 from numpy tables, G.722 and Opus through PyAV, and the
 resampling between the bus (48 kHz stereo) and the codec's rate.
 
-The engine filters all G.711 legs of a tick in one batch through :class:`G711Bank` (the
-legs' filter memories as rows of two arrays, each direction one stacked matmul), then one
-table lookup; :func:`upsample_8k_stereo` and :func:`downsample_stereo_8k` are the same
-filters on caller-held memories (the reference in the tests, and for odd packet sizes).
+The engine filters all G.711 legs of a tick in one batch through a filter bank (the legs'
+filter memories as rows of two arrays, the G.711 tables fused in): :class:`NativeG711Bank`,
+one C call each way (``plugins/sip/_filterbank.c``, built by the install), or where that
+module is missing :class:`G711Bank`, a few stacked numpy products each way;
+:func:`new_bank` picks. :func:`upsample_8k_stereo` and :func:`downsample_stereo_8k` are the
+same filters on caller-held memories (the reference in the tests, and for odd packet sizes).
 G.722 and Opus legs keep a stateful PyAV encoder and decoder each.
 """
 
@@ -15,12 +17,18 @@ from fractions import Fraction
 import av
 import numpy as np
 
+from plugins.sip import g711
 from plugins.sip.sdp import Codec
 
 try:  # the ufunc itself: np.clip is a Python wrapper around it, which costs more than the clip
     from numpy._core.umath import clip as _clip
 except ImportError:  # numpy < 2
     from numpy.core.umath import clip as _clip  # type: ignore[no-redef]
+
+try:
+    from plugins.sip import _filterbank
+except ImportError:  # not built (a source tree without `pip install`): the numpy bank serves
+    _filterbank = None
 
 TAPS = 48  # 8 per phase for the 6:1 (48 <-> 8 kHz) polyphase filters
 DOWN_HISTORY = TAPS - 6  # input samples a decimator keeps (a whole number of 6-sample rows)
@@ -140,47 +148,30 @@ def downsample_stereo_8k(blocks: list[np.ndarray], history: np.ndarray) -> np.nd
     return result
 
 
-class G711Bank:
-    """The 8 kHz <-> 48 kHz stereo filters of every G.711 leg of an engine, one batch per tick.
-
-    Each leg owns a slot: one row of the up- and one of the down-filter's input buffers, the
-    filter memory at its head and the tick's samples after it, kept across ticks. The legs of a
-    tick are usually the same slots in the same order (every leg, as they joined): then each
-    filter works in place on a slice of its buffer, else on a gathered copy whose memories go
-    back. Either way a tick is a handful of numpy calls whatever the number of legs (each
-    product one BLAS call per CHUNK legs in C, each under OpenBLAS's threading threshold); on
-    a busy machine each call after the 20 ms pause costs tens of µs in cold caches, so their
-    number is what a small room pays. Results match :func:`upsample_8k_stereo` /
-    :func:`downsample_stereo_8k` (within one LSB: the sums run in another order).
-    """
+class _SlotBank:
+    """Filter memories of every G.711 leg of an engine, a slot (row) per leg; a new leg's
+    slot starts from silence. Only the engine's media thread touches a bank."""
 
     def __init__(self, capacity: int = 16) -> None:
         self._capacity = 0
-        self._up_x = np.zeros((0, UP_HISTORY + BLOCK_OUT), dtype=np.float32)
-        self._down_x = np.zeros((0, DOWN_HISTORY_STEREO + 12 * BLOCK_OUT), dtype=np.float32)
         self._free: list[int] = []
-        self._work: dict[str, np.ndarray] = {}
-        self._views: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # strided views of work buffers
         self._grow(capacity)
 
     @property
     def up(self) -> np.ndarray:
         """(capacity, UP_HISTORY): each slot's up-filter memory (a view: writable)."""
-        return self._up_x[:self._capacity, :UP_HISTORY]
+        raise NotImplementedError
 
     @property
     def down(self) -> np.ndarray:
         """(capacity, DOWN_HISTORY_STEREO): each slot's down-filter memory (a view: writable)."""
-        return self._down_x[:self._capacity, :DOWN_HISTORY_STEREO]
+        raise NotImplementedError
+
+    def _resize(self, capacity: int) -> None:
+        raise NotImplementedError
 
     def _grow(self, capacity: int) -> None:
-        # rows past the capacity: a tick's product runs over whole chunks of slots
-        rows = capacity + max(CHUNK, UP_CHUNK)
-        for name in ("_up_x", "_down_x"):
-            old = getattr(self, name)
-            buf = np.zeros((rows, old.shape[1]), dtype=np.float32)
-            buf[:len(old)] = old
-            setattr(self, name, buf)
+        self._resize(capacity)
         self._free = list(range(capacity - 1, self._capacity - 1, -1)) + self._free
         self._capacity = capacity
 
@@ -196,6 +187,99 @@ class G711Bank:
     def release(self, slot: int) -> None:
         if 0 <= slot < self._capacity and slot not in self._free:
             self._free.append(slot)
+
+
+class NativeG711Bank(_SlotBank):
+    """The bank in C (:mod:`plugins.sip._filterbank`): each direction one call for all legs,
+    its loops vectorised, the memories two small arrays. Results match the reference filters
+    within one LSB, like :class:`G711Bank`'s."""
+
+    def __init__(self, capacity: int = 16) -> None:
+        self._up_h = np.zeros((0, UP_HISTORY), dtype=np.float32)
+        self._down_h = np.zeros((0, DOWN_HISTORY_STEREO), dtype=np.float32)
+        super().__init__(capacity)
+
+    @property
+    def up(self) -> np.ndarray:
+        return self._up_h[:self._capacity]
+
+    @property
+    def down(self) -> np.ndarray:
+        return self._down_h[:self._capacity]
+
+    def _resize(self, capacity: int) -> None:
+        for name in ("_up_h", "_down_h"):
+            old = getattr(self, name)
+            buf = np.zeros((capacity, old.shape[1]), dtype=np.float32)
+            buf[:len(old)] = old
+            setattr(self, name, buf)
+
+    def upsample(self, slots: np.ndarray | list[int], samples: np.ndarray,
+                 table: np.ndarray | None = None) -> np.ndarray:
+        """See :meth:`G711Bank.upsample`."""
+        samples = np.ascontiguousarray(samples, dtype=np.uint8 if table is not None else np.int16)
+        out = np.empty((len(samples), 6 * samples.shape[1], 2), dtype=np.int16)  # fresh: rows go onto tracks
+        _filterbank.upsample(self._up_h, _slot_list(slots), samples, table, _UP_8K, out)
+        return out
+
+    def downsample(self, slots: np.ndarray | list[int], blocks: list[np.ndarray]) -> np.ndarray:
+        """See :meth:`G711Bank.downsample`."""
+        low = np.empty((len(blocks), BLOCK_OUT), dtype=np.int16)
+        _filterbank.decimate(self._down_h, _slot_list(slots), blocks, _H8K, low)
+        return low
+
+    def encode(self, slots: list[int], blocks: list[np.ndarray], law: str) -> bytes:
+        """See :meth:`G711Bank.encode`."""
+        return _filterbank.encode(self._down_h, slots, blocks, _H8K, law == "PCMA")
+
+
+def _slot_list(slots: np.ndarray | list[int]) -> list[int]:
+    return slots.tolist() if isinstance(slots, np.ndarray) else slots
+
+
+def new_bank(capacity: int = 16) -> _SlotBank:
+    """The C bank where its module is built, else the numpy one."""
+    return NativeG711Bank(capacity) if _filterbank is not None else G711Bank(capacity)
+
+
+class G711Bank(_SlotBank):
+    """The 8 kHz <-> 48 kHz stereo filters of every G.711 leg of an engine, one batch per tick,
+    in numpy (the fallback of :class:`NativeG711Bank`).
+
+    Each leg owns a slot: one row of the up- and one of the down-filter's input buffers, the
+    filter memory at its head and the tick's samples after it, kept across ticks. The legs of a
+    tick are usually the same slots in the same order (every leg, as they joined): then each
+    filter works in place on a slice of its buffer, else on a gathered copy whose memories go
+    back. Either way a tick is a handful of numpy calls whatever the number of legs (each
+    product one BLAS call per CHUNK legs in C, each under OpenBLAS's threading threshold); on
+    a busy machine each call after the 20 ms pause costs tens of µs in cold caches, so their
+    number is what a small room pays. Results match :func:`upsample_8k_stereo` /
+    :func:`downsample_stereo_8k` (within one LSB: the sums run in another order).
+    """
+
+    def __init__(self, capacity: int = 16) -> None:
+        self._up_x = np.zeros((0, UP_HISTORY + BLOCK_OUT), dtype=np.float32)
+        self._down_x = np.zeros((0, DOWN_HISTORY_STEREO + 12 * BLOCK_OUT), dtype=np.float32)
+        self._work: dict[str, np.ndarray] = {}
+        self._views: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # strided views of work buffers
+        super().__init__(capacity)
+
+    @property
+    def up(self) -> np.ndarray:
+        return self._up_x[:self._capacity, :UP_HISTORY]
+
+    @property
+    def down(self) -> np.ndarray:
+        return self._down_x[:self._capacity, :DOWN_HISTORY_STEREO]
+
+    def _resize(self, capacity: int) -> None:
+        # rows past the capacity: a tick's product runs over whole chunks of slots
+        rows = capacity + max(CHUNK, UP_CHUNK)
+        for name in ("_up_x", "_down_x"):
+            old = getattr(self, name)
+            buf = np.zeros((rows, old.shape[1]), dtype=np.float32)
+            buf[:len(old)] = old
+            setattr(self, name, buf)
 
     def _buffer(self, name: str, shape: tuple[int, ...], chunk: int = CHUNK) -> np.ndarray:
         """A work array of at least `shape[0]` rows (padded to whole chunks), reused."""
@@ -288,12 +372,12 @@ class G711Bank:
         _clip(y, -32767, 32767, out=low, casting="unsafe")
         return low
 
-    def encode(self, slots: list[int], blocks: list[np.ndarray], table: np.ndarray) -> bytes:
-        """:meth:`downsample` and the G.711 encode in one: the legs' 160-byte payloads, one
-        after another. `table` (g711.ENCODE_BIASED) is indexed by sample + 32768, which the
-        filter adds: a lookup that clips its indices saturates too."""
+    def encode(self, slots: list[int], blocks: list[np.ndarray], law: str) -> bytes:
+        """:meth:`downsample` and the G.711 encode (`law` PCMU or PCMA) in one: the legs'
+        160-byte payloads, one after another. The table (g711.ENCODE_BIASED) is indexed by
+        sample + 32768, which the filter adds: a lookup that clips its indices saturates too."""
         y = self._decimate(slots, blocks, 32768.0)
-        return table.take(y.astype(np.intp), mode="clip").tobytes()
+        return g711.ENCODE_BIASED[law].take(y.astype(np.intp), mode="clip").tobytes()
 
     def _decimate(self, slots: list[int], blocks: list[np.ndarray], bias: float) -> np.ndarray:
         """(k, 160) float32 8 kHz mono (+ bias) of the legs' 48 kHz stereo blocks."""

@@ -42,9 +42,9 @@ import structlog
 from plugins.sip import dtmf, g711, rtp
 from plugins.sip.codecs import (
     DOWN_HISTORY,
-    G711Bank,
     PyAvCodec,
     downsample_batch,
+    new_bank,
     to_mono,
     upsample_8k_stereo,
 )
@@ -151,7 +151,7 @@ class LegEngine:
         self._hook_ticked = 0.0  # monotonic time of the last tick the mixer's hook ran
         self._poll = select.epoll()
         self._fds: dict[int, tuple[MediaLeg, bool]] = {}  # fd -> (leg, is RTCP); swapped whole
-        self.bank = G711Bank()
+        self.bank = new_bank()
         self._joined: deque[MediaLeg] = deque()  # legs waiting for a filter slot
         self._left: deque[MediaLeg] = deque()  # legs whose slot goes back to the bank
         self.ticks = 0
@@ -553,7 +553,7 @@ class LegEngine:
         slots = [leg.slot for leg in legs]
         law = legs[0].codec.name
         if all(leg.codec.name == law for leg in legs):  # filtered and encoded in one batch
-            payloads = {law: self.bank.encode(slots, blocks, g711.ENCODE_BIASED[law])}
+            payloads = {law: self.bank.encode(slots, blocks, law)}
         else:
             low = self.bank.downsample(slots, blocks)
             laws = {leg.codec.name for leg in legs}

@@ -9,6 +9,7 @@ import socket
 import time
 
 import numpy as np
+import pytest
 
 from plugins.sip import g711, rtp
 from plugins.sip.codecs import (
@@ -17,8 +18,10 @@ from plugins.sip.codecs import (
     DOWN_HISTORY_STEREO,
     UP_HISTORY,
     G711Bank,
+    NativeG711Bank,
     downsample_batch,
     downsample_stereo_8k,
+    new_bank,
     to_mono,
     upsample_8k_batch,
     upsample_8k_stereo,
@@ -27,6 +30,8 @@ from plugins.sip.legs import LegEngine, MediaLeg
 from plugins.sip.sdp import Codec
 
 LEGS = 2 * CHUNK + 3  # more than one chunk, and a partial last one
+# the C bank the engine uses and the numpy one it falls back to: both against the reference
+BANKS = pytest.mark.parametrize("BANK", [NativeG711Bank, G711Bank], ids=["native", "numpy"])
 
 
 def _tones(n: int, blocks: int, rate: int) -> np.ndarray:
@@ -77,11 +82,12 @@ def test_round_trip_keeps_each_legs_tone() -> None:
         assert signal[i].std() > 8000 / np.sqrt(2) * 0.7  # pass band (<= 1.6 kHz): the level is kept
 
 
-def test_bank_matches_reference_filters_per_slot() -> None:
+@BANKS
+def test_bank_matches_reference_filters_per_slot(BANK: type) -> None:
     """The bank's filters give the reference results for legs served in any order and
     subset, each slot keeping its own memory across ticks (full-scale input: clipping)."""
     rng = np.random.default_rng(2)
-    bank = G711Bank(capacity=4)  # grows past it
+    bank = BANK(capacity=4)  # grows past it
     slots = np.array([bank.allocate() for _ in range(LEGS)])
     assert len(set(slots.tolist())) == LEGS
     h_up = np.zeros((LEGS, UP_HISTORY), np.float32)
@@ -109,8 +115,9 @@ def test_bank_matches_reference_filters_per_slot() -> None:
     np.testing.assert_allclose(bank.down[slots], h_down, atol=1e-3)
 
 
-def test_bank_round_trip_keeps_each_legs_tone_and_a_reused_slot_starts_silent() -> None:
-    bank = G711Bank()
+@BANKS
+def test_bank_round_trip_keeps_each_legs_tone_and_a_reused_slot_starts_silent(BANK: type) -> None:
+    bank = BANK()
     slots = np.array([bank.allocate() for _ in range(LEGS)])
     pcm = _tones(LEGS, 10, 8000)
     back = []
@@ -255,19 +262,58 @@ def test_engine_decodes_mixed_laws_packet_sizes_and_gains_in_order() -> None:
         loop.close()
 
 
-def test_bank_encode_matches_downsample_then_encode() -> None:
+@BANKS
+def test_bank_encode_matches_downsample_then_encode(BANK: type) -> None:
     """The fused filter + G.711 encode gives the codes of the reference filter's samples
     (within one quantisation step: it floors where the reference truncates), saturating."""
     rng = np.random.default_rng(3)
     for law in ("PCMU", "PCMA"):
-        bank, h_ref = G711Bank(), np.zeros((LEGS, DOWN_HISTORY_STEREO), np.float32)
+        bank, h_ref = BANK(), np.zeros((LEGS, DOWN_HISTORY_STEREO), np.float32)
         slots = [bank.allocate() for _ in range(LEGS)]
         for tick in range(3):
             amp = 32767 if tick == 2 else 9000  # full scale: the filter overshoots, must saturate
             blocks = [rng.integers(-amp, amp, (960, 2)).astype(np.int16) for _ in range(LEGS)]
             ref = g711.decode(g711.encode(downsample_stereo_8k(blocks, h_ref), law), law).astype(int)
-            payload = bank.encode(slots, blocks, g711.ENCODE_BIASED[law])
+            payload = bank.encode(slots, blocks, law)
             assert len(payload) == LEGS * 160
             got = g711.decode(payload, law).astype(int).reshape(LEGS, 160)
             step = np.maximum(16, np.abs(ref) // 8)  # a G.711 segment's step is ~1/16 of its level
             assert np.all(np.abs(got - ref) <= step), law
+
+
+def test_the_engine_uses_the_c_bank() -> None:
+    """`make test` builds plugins/sip/_filterbank.c: the engine's bank is the C one."""
+    assert isinstance(new_bank(), NativeG711Bank)
+
+
+def test_c_bank_refuses_bad_arguments_instead_of_reading_past_them() -> None:
+    bank = NativeG711Bank(capacity=2)
+    slot = bank.allocate()
+    with pytest.raises(IndexError):
+        bank.upsample([slot + 5], np.zeros((1, 160), np.int16))
+    with pytest.raises(ValueError):
+        bank.upsample([slot, slot], np.zeros((1, 160), np.int16))  # fewer rows than slots
+    with pytest.raises(ValueError):
+        bank.downsample([slot], [np.zeros((480, 2), np.int16)])  # not a 20 ms block
+    with pytest.raises(ValueError):
+        bank.encode([slot], [np.zeros((960, 2), np.float32)], "PCMU")  # not int16
+    with pytest.raises(ValueError):  # a bad block after good ones: no memory changed
+        before = bank.down.copy()
+        bank.encode([slot, slot], [np.full((960, 2), 9000, np.int16), np.zeros((960, 3), np.int16)], "PCMU")
+    assert np.array_equal(bank.down, before)
+    # a strided block (not one of the mixer's) is read through its strides
+    wide = np.arange(960 * 4, dtype=np.int16).reshape(960, 4)
+    twin = NativeG711Bank(capacity=2)
+    twin.allocate()
+    assert bank.encode([slot], [wide[:, 1:3]], "PCMA") == twin.encode([slot], [wide[:, 1:3].copy()], "PCMA")
+    # odd sizes the engine's odd-packet path could hand it: any length up to 240 ms
+    assert bank.upsample([slot], np.zeros((1, 80), np.int16)).shape == (1, 480, 2)
+
+
+def test_c_g711_encoders_are_the_tables() -> None:
+    """The C bank computes G.711 instead of looking it up: the same code for every sample."""
+    from plugins.sip import _filterbank
+
+    every = np.arange(-32768, 32768, dtype=np.int16)
+    for law, alaw in (("PCMU", False), ("PCMA", True)):
+        assert _filterbank.g711_encode(every, alaw) == g711.encode(every, law).tobytes(), law
