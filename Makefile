@@ -11,7 +11,8 @@ PORT   ?=
 RUN_DEBS  := fonts-noto-cjk
 TEST_DEBS := $(RUN_DEBS) ffmpeg curl postgresql chromium chromium-driver nginx libnginx-mod-rtmp sip-tester baresip espeak-ng
 # the venv's install compiles the native VP8 receive path (plugins/webrtc/_rtpin.c) and the
-# SIP legs' filter bank (plugins/sip/_filterbank.c), see setup.py
+# SIP legs' filter bank (plugins/sip/_filterbank.c) and the mixer's kernel (gateway/media/_mixkernel.c),
+# see setup.py
 BUILD_DEBS := gcc libc6-dev python3-dev
 # references the benchmarks measure against (bench_sip_media: Janus AudioBridge)
 BENCH_DEBS := janus
@@ -22,7 +23,7 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-$(VENV)/.installed: pyproject.toml setup.py plugins/webrtc/_rtpin.c plugins/sip/_filterbank.c | $(BIN)/python debs-build
+$(VENV)/.installed: pyproject.toml setup.py plugins/webrtc/_rtpin.c plugins/sip/_filterbank.c gateway/media/_mixkernel.c | $(BIN)/python debs-build
 	$(BIN)/pip install --quiet -e '.[dev]'
 	@touch $@
 
@@ -52,4 +53,4 @@ bench: $(VENV)/.installed debs-test debs-bench
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) data .pytest_cache build plugins/webrtc/_rtpin*.so plugins/sip/_filterbank*.so
+	rm -rf $(VENV) data .pytest_cache build plugins/webrtc/_rtpin*.so plugins/sip/_filterbank*.so gateway/media/_mixkernel*.so

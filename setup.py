@@ -1,6 +1,7 @@
-"""The compiled modules: the native VP8 receive path (plugins/webrtc/_rtpin.c) and the SIP
-legs' G.711 filter bank (plugins/sip/_filterbank.c). They need only Python's headers and a C
-compiler; libsrtp comes from pylibsrtp at run time."""
+"""The compiled modules: the native VP8 receive path (plugins/webrtc/_rtpin.c), the SIP legs'
+G.711 filter bank (plugins/sip/_filterbank.c) and the mixer's small-room mix-minus
+(gateway/media/_mixkernel.c). They need only Python's headers and a C compiler; libsrtp comes
+from pylibsrtp at run time. Each has a numpy or Python fallback where it is not built."""
 
 from setuptools import Extension, setup
 
@@ -10,4 +11,5 @@ setup(ext_modules=[
     Extension("plugins.webrtc._rtpin", ["plugins/webrtc/_rtpin.c"], extra_compile_args=["-O2", *WARNINGS]),
     # -O3: the filters' inner loops are vectorised (baseline x86-64 SSE2, no -march)
     Extension("plugins.sip._filterbank", ["plugins/sip/_filterbank.c"], extra_compile_args=["-O3", *WARNINGS]),
+    Extension("gateway.media._mixkernel", ["gateway/media/_mixkernel.c"], extra_compile_args=["-O3", *WARNINGS]),
 ])

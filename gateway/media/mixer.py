@@ -8,10 +8,12 @@ an int32 total, and derives every output from that total:
 - mix-minus listeners (a SIP leg, a browser) get ``total - own`` for all of them at once, as one
   vectorised subtraction over the rows of the publishing listeners; listeners that don't
   publish share the total array itself (no copy). A small room (up to SMALL_MIX publishing
-  rows) computes every row in int32 without checking anything first, the total as the
-  difference with a silent row after the blocks: its cost is the number of numpy calls, not
-  the samples. A large room computes only the rows someone needs, in int16 when no result can
-  overflow, and a listener whose own block is digitally silent shares the total too;
+  rows) computes every row without checking anything first: in C where
+  ``gateway/media/_mixkernel.c`` is built (one pass over the blocks, no stack), else in int32
+  numpy, the total as the difference with a silent row after the blocks; either way its cost
+  is the number of calls after the 20 ms sleep, in cold caches, not the samples. A large room
+  computes only the rows someone needs, in int16 when no result can overflow, and a listener
+  whose own block is digitally silent shares the total too;
 - composite outputs (recordings, pushes) mix a selection of participants, with a participant
   optionally downmixed to mono in the left or right channel only; like TRTC's audioMixUserList
   they mix at most 16 sources (the loudest), so a large room's open mics don't add up to noise.
@@ -49,6 +51,11 @@ from gateway.media.bus import FrameBus
 from gateway.media.jitter import AudioJitterBuffer
 from gateway.media.layout.model import AudioSelection
 from gateway.media.track import Track, TrackKind
+
+try:
+    from gateway.media import _mixkernel
+except ImportError:  # not built (a source tree without `pip install`): numpy mixes every room
+    _mixkernel = None
 
 log = structlog.get_logger(__name__)
 
@@ -437,13 +444,19 @@ class AudioMixer:
         pulled = [src.pull() for src in sources]
         active = [i for i, block in enumerate(pulled) if block is not None]  # source of each row
         blocks = pulled if len(active) == len(pulled) else [pulled[i] for i in active]
+        level_tick = self.ticks % LEVEL_TICKS == 0 and bool(sources)
+        listeners, composites = self._listeners, self._composites
+        if listeners and active and len(active) <= SMALL_MIX and _mixkernel is not None:
+            total16 = self._mix_minus_native(listeners, pts, blocks, active, level_tick)
+            if composites:
+                self._mix_composites(composites, pts, lambda: self._stack(blocks)[:-1], active, total16)
+            return self._finish_tick(pts)
+
         rows = self._stack(blocks)  # the blocks, then a silent row
         stack = rows[:-1]
-        if self.ticks % LEVEL_TICKS == 0 and sources:
+        if level_tick:
             self._update_levels(stack, active)
             self._update_speaker()
-
-        listeners, composites = self._listeners, self._composites
         if not active:
             total32, total16 = None, _SILENCE
             if listeners:
@@ -458,8 +471,10 @@ class AudioMixer:
                 if listeners:
                     self._mix_minus(listeners, pts, stack, active, total32, total16)
         if composites:
-            self._mix_composites(composites, pts, stack, active, total16)
+            self._mix_composites(composites, pts, lambda: stack, active, total16)
+        return self._finish_tick(pts)
 
+    def _finish_tick(self, pts: int) -> int:
         if self.on_levels is not None and self.ticks % LEVELS_EVERY == 0:
             self._callback(self.on_levels, self.levels)
         return pts
@@ -482,11 +497,17 @@ class AudioMixer:
 
     def _update_levels(self, stack: np.ndarray, active: list[int]) -> None:
         """Smooth the levels with this tick's blocks (a measurement every LEVEL_TICKS ticks)."""
-        new = np.full(len(self._sources), FLOOR_DB)
+        power = None
         if active:
             # RMS over a decimated view: a level meter needs no more than 128 points per block
             points = stack.reshape(len(active), -1)[:, ::LEVEL_STRIDE].astype(np.float64)
             power = np.einsum("ij,ij->i", points, points) / points.shape[1]
+        self._apply_levels(power, active)
+
+    def _apply_levels(self, power: np.ndarray | None, active: list[int]) -> None:
+        """Smooth the levels with the mean squares of this tick's blocks (of `active` sources)."""
+        new = np.full(len(self._sources), FLOOR_DB)
+        if power is not None:
             with np.errstate(divide="ignore"):
                 db = 10 * np.log10(power / (32768.0 * 32768.0))
             new[active] = np.maximum(db, FLOOR_DB)
@@ -582,6 +603,24 @@ class AudioMixer:
         self._deliver(listeners, pts, pick(views))
         return views[-1]
 
+    def _mix_minus_native(self, listeners: tuple[MixOutput, ...], pts: int, blocks: list[np.ndarray],
+                          active: list[int], level_tick: bool) -> np.ndarray:
+        """A small room in C (:mod:`gateway.media._mixkernel`): every row's total - own and the
+        total in one pass over the blocks as they came (no stack), the level meter's mean
+        squares with it on a level tick. Returns the int16 total."""
+        pick = self._picks(listeners, active)[5]
+        k = len(blocks)
+        mixed = self._output_buffer(k + 1)
+        power = np.empty(k) if level_tick else None
+        _mixkernel.mix_minus(blocks, mixed, power, LEVEL_STRIDE)
+        mixed.flags.writeable = False
+        views = list(mixed)  # row k, the total, is what a listener that does not publish hears
+        self._deliver(listeners, pts, pick(views))
+        if level_tick:
+            self._apply_levels(power, active)
+            self._update_speaker()
+        return views[-1]
+
     def _mix_minus(self, listeners: tuple[MixOutput, ...], pts: int, stack: np.ndarray, active: list[int],
                    total32: np.ndarray, total16: np.ndarray) -> None:
         """A large room: total - own only for the rows somebody needs, in int16 when no result
@@ -643,9 +682,17 @@ class AudioMixer:
             pool.append(buffer)
         return buffer[:rows]
 
-    def _mix_composites(self, composites: tuple[MixOutput, ...], pts: int, stack: np.ndarray,
+    def _mix_composites(self, composites: tuple[MixOutput, ...], pts: int, stack_of: Callable[[], np.ndarray],
                         active: list[int], total16: np.ndarray) -> None:
+        """`stack_of()`: the blocks stacked, made only for an output that needs more than the total."""
         sources, level = self._sources, self._level
+        stacked: list[np.ndarray] = []
+
+        def stack_rows(index: Any) -> np.ndarray:
+            if not stacked:
+                stacked.append(stack_of())
+            return stacked[0] if index is None else stacked[0][index]
+
         cache: dict[tuple[Any, ...], np.ndarray] = {}
         for out in composites:
             selection = out.selection
@@ -667,16 +714,16 @@ class AudioMixer:
                     cache[key] = total16
                     out._put(pts, total16)
                     continue
-                acc = stack.sum(axis=0, dtype=np.int32)
+                acc = stack_rows(None).sum(axis=0, dtype=np.int32)
             else:
                 acc = np.zeros((BLOCK_SAMPLES, CHANNELS), dtype=np.int32)
                 both = [row for row in rows if sides[row] == "both"]
                 if both:
-                    acc += stack[both].sum(axis=0, dtype=np.int32)
+                    acc += stack_rows(both).sum(axis=0, dtype=np.int32)
                 for side, channel in (("left", 0), ("right", 1)):
                     picked = [row for row in rows if sides[row] == side]
                     if picked:
-                        summed = stack[picked].sum(axis=0, dtype=np.int32)
+                        summed = stack_rows(picked).sum(axis=0, dtype=np.int32)
                         acc[:, channel] += (summed[:, 0] + summed[:, 1]) >> 1  # downmix to mono
             if out.limiter:
                 acc = _limit(out, acc)

@@ -451,13 +451,17 @@ def test_tick_hook_runs_in_the_worker_right_after_each_mix() -> None:
     assert MixOutput("x").after_tick(hook) is None  # no mixer fills it: no hook
 
 
+@pytest.mark.parametrize("kernel", ["c", "numpy"])  # a small room in C where it is built, else numpy
 @pytest.mark.parametrize("talkers", [5, 40])  # both sides of SMALL_MIX: every row, or only the needed ones
-def test_mix_minus_is_exact_in_small_and_large_rooms(talkers: int) -> None:
+def test_mix_minus_is_exact_in_small_and_large_rooms(talkers: int, kernel: str,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """Sample by sample: each listener hears the saturated sum of everyone else, whether it
     publishes, is silent (a row of zeros) or only listens; the listeners with nothing of
     their own to leave out share one array."""
     from gateway.media.mixer import SMALL_MIX
 
+    if kernel == "numpy":
+        monkeypatch.setattr("gateway.media.mixer._mixkernel", None)
     assert (talkers <= SMALL_MIX) == (talkers == 5)
     bus = FrameBus()
     tracks = [bus.create_track(TrackKind.AUDIO, TrackSource.MIC, f"p{k}") for k in range(talkers)]
@@ -485,3 +489,45 @@ def test_mix_minus_is_exact_in_small_and_large_rooms(talkers: int) -> None:
             if talkers > SMALL_MIX:  # the silent p1 shares the viewer's total
                 assert got["p1"] is got["viewer"]
     mixer.close()
+
+
+def test_the_mixer_kernel_is_built_and_measures_levels_like_numpy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`make test` builds gateway/media/_mixkernel.c; its small-room mix gives the same levels
+    and active speaker as the numpy path, and a strided block is read through its strides."""
+    from gateway.media import mixer as mixer_module
+
+    assert mixer_module._mixkernel is not None
+    results = []
+    for kernel in ("c", "numpy"):
+        if kernel == "numpy":
+            monkeypatch.setattr(mixer_module, "_mixkernel", None)
+        room = Room()
+        for pid, amp in (("p1", 12000), ("p2", 3000), ("p3", 800)):
+            room.publish(pid, TONES[pid], amp=amp)
+        room.prime()
+        outs = [room.mixer.add_listener(pid) for pid in ("p1", "p2", "p3")]
+        got = room.run(40, outs)
+        results.append((room.mixer.levels, room.mixer.active_speaker, [concat(got[o]) for o in outs]))
+        room.mixer.close()
+    (c_levels, c_speaker, c_audio), (np_levels, np_speaker, np_audio) = results
+    assert c_speaker == np_speaker == "p1"
+    assert c_levels.keys() == np_levels.keys()
+    for pid in c_levels:
+        assert abs(c_levels[pid] - np_levels[pid]) < 1e-6, (pid, c_levels, np_levels)
+    for a, b in zip(c_audio, np_audio, strict=True):
+        assert np.array_equal(a, b)
+
+    out = np.empty((3, BLOCK_SAMPLES, 2), np.int16)
+    wide = np.arange(BLOCK_SAMPLES * 4, dtype=np.int16).reshape(BLOCK_SAMPLES, 4)
+    strided, dense = wide[:, 1:3], np.ascontiguousarray(wide[:, 1:3])
+    other = np.full((BLOCK_SAMPLES, 2), 7, np.int16)
+    power = np.empty(2)
+    from gateway.media import _mixkernel
+
+    _mixkernel.mix_minus([strided, other], out, power, 15)
+    assert np.array_equal(out[0], other) and np.array_equal(out[1], dense) and np.array_equal(out[2], dense + 7)
+    assert power[1] == 49.0
+    with pytest.raises(ValueError):
+        _mixkernel.mix_minus([other, other], out[:2], None, 15)  # no room for the total
+    with pytest.raises(ValueError):
+        _mixkernel.mix_minus([other[:100]], out, None, 15)  # not a 20 ms block
