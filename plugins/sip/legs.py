@@ -2,19 +2,19 @@
 right after its mix (a mixer tick hook), or in the engine's own thread while no mixer ticks.
 
 Per tick it takes every leg's mix-minus block from the room mixer and sends it (all G.711
-legs downmixed, decimated and encoded in one numpy pass, then one sendto each), then drains
-the sockets epoll reports ready, decodes (G.711: every leg's packet in one table lookup and
-one filter-bank pass; G.722/Opus with PyAV) and pushes the audio onto each leg's track. The
-per-sample work of the G.711 legs is a fixed number of numpy calls per tick whatever the
-number of legs (:class:`~plugins.sip.codecs.G711Bank` keeps their filter memories, one row
-per leg); what is left per leg in Python is one recvfrom, one sendto and a few attribute
+legs downmixed, decimated and encoded in one filter-bank call, then one sendto each), then drains
+the sockets epoll reports ready, decodes (G.711: every leg's packet in one filter-bank call,
+the decode table fused in; G.722/Opus with PyAV) and pushes the audio onto each leg's track. The
+per-sample work of the G.711 legs is one call each way per tick whatever the number of legs
+(the filter bank of :func:`~plugins.sip.codecs.new_bank`, in C, keeps their filter memories,
+one row per leg); what is left per leg in Python is one recvfrom, one sendto and a few attribute
 updates. Nothing of this rides the event loop: the loop only gets the rare events (a DTMF
 digit, an RTP timeout) through ``call_soon_threadsafe``.
 
 Capacity: the engine's ``load`` is a tick's wall time over its 20 ms, smoothed over about a
 second; past ``SATURATED`` (0.8) the service answers new calls 503 + Retry-After, so the
-established legs keep their real time (``python -m bench.bench_sip_media``: 300 legs take
-about 0.6 of it on a quiet 2-core machine, 400 do not fit).
+established legs keep their real time (``python -m bench.bench_sip_media``: 500 legs took
+0.35 of it on a quiet 2-core machine, with the filter bank and the mixer's small rooms in C).
 
 Symmetric RTP (RFC 4961): a leg sends to where its peer's packets come from once one
 arrived (NAT latching), to the SDP address before that.
@@ -135,8 +135,8 @@ class LegEngine:
 
     Per leg and tick only what must be per leg runs in Python: one recvfrom, the sequence
     check, one ``push_samples``, one ``get_nowait`` and one sendto. Everything per sample is one
-    numpy pass over all G.711 legs of the tick: the table decode, the gains, the filters of
-    the :class:`G711Bank` (whose rows, one per leg, only this thread touches: legs get and give
+    filter-bank call over all G.711 legs of the tick: the table decode, the filters of the
+    bank (whose rows, one per leg, only this thread touches: legs get and give
     back their slot at the start of a tick), the encode."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
