@@ -168,6 +168,10 @@ class NativeVp8:
         if target is None:
             target = self.streams[entry[0]] = StreamStatistics(90000)
             _fill(target, entry)  # complete at once: a receiver report reads every field
+        elif entry[1] >= target.packets_received:
+            # a later batch posted before the first had made the entry: newer, not to be lost
+            # (the reader thread may meanwhile have filled a newer one itself: counts only grow)
+            _fill(target, entry)
 
     def _set_active(self, ssrc: int) -> None:
         self.active[ssrc] = clock.current_datetime()

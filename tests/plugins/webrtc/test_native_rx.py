@@ -408,3 +408,24 @@ async def test_native_vp8_sends_its_rtcp_on_the_loop_and_frames_to_the_sink() ->
     stats = receiver.__dict__["_RTCRtpReceiver__remote_streams"][MEDIA_SSRC]
     assert stats.packets_received == len(stream) and stats.fraction_lost >= 0 and stats.packets_lost == 1
     assert MEDIA_SSRC in receiver.__dict__["_RTCRtpReceiver__active_ssrc"]
+
+
+async def test_a_later_statistics_batch_posted_before_the_first_made_the_entry_is_kept() -> None:
+    """Two batches for a new SSRC can be posted to the loop before it runs the first (a busy
+    loop): the entry ends with the newer counts, not the first batch's."""
+    import asyncio
+
+    receiver = FakeReceiver()
+    lean = native_rx.NativeVp8(receiver, lambda codec, packet: False, 3)
+    streams = receiver.__dict__["_RTCRtpReceiver__remote_streams"]
+    first = (MEDIA_SSRC, 1, 100, 100, 0, 0, 5, 1000, False)
+    later = (MEDIA_SSRC, 40, 100, 139, 0, 16, 900, 4000, True)
+    lean._stats([first])
+    lean._stats([later])  # still no entry: posted too
+    for _ in range(50):
+        if MEDIA_SSRC in streams and streams[MEDIA_SSRC].packets_received == 40:
+            break
+        await asyncio.sleep(0.01)
+    assert streams[MEDIA_SSRC].packets_received == 40 and streams[MEDIA_SSRC].max_seq == 139
+    lean._new_stats(first)  # an older batch arriving late changes nothing
+    assert streams[MEDIA_SSRC].packets_received == 40
