@@ -420,8 +420,15 @@ async def test_a_later_statistics_batch_posted_before_the_first_made_the_entry_i
     streams = receiver.__dict__["_RTCRtpReceiver__remote_streams"]
     first = (MEDIA_SSRC, 1, 100, 100, 0, 0, 5, 1000, False)
     later = (MEDIA_SSRC, 40, 100, 139, 0, 16, 900, 4000, True)
-    lean._stats([first])
-    lean._stats([later])  # still no entry: posted too
+
+    def reader() -> None:  # the reader's thread: both posted before the loop runs either
+        lean._stats([first])
+        lean._stats([later])
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    thread.join()  # the loop has not run since: neither post has been handled
+    assert MEDIA_SSRC not in streams
     for _ in range(50):
         if MEDIA_SSRC in streams and streams[MEDIA_SSRC].packets_received == 40:
             break
