@@ -49,16 +49,21 @@ static void release(Buf *b) {
     }
 }
 
-/* A C-contiguous buffer of `format` ("f", "h", "B") with `ndim` dimensions (0: any). */
+/* The buffer's items are `format` ("f", "h", "B"), native byte order. */
+static int has_format(const Py_buffer *view, const char *format) {
+    const char *f = view->format ? view->format : "B";
+    if (*f == '<' || *f == '=' || *f == '@')
+        f++;
+    return strcmp(f, format) == 0;
+}
+
+/* A C-contiguous buffer of `format` with `ndim` dimensions (0: any). */
 static int get(PyObject *obj, Buf *b, const char *format, int ndim, int writable, const char *what) {
     int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
     if (PyObject_GetBuffer(obj, &b->view, flags) < 0)
         return -1;
     b->held = 1;
-    const char *f = b->view.format ? b->view.format : "B";
-    if (*f == '<' || *f == '=' || *f == '@')
-        f++;
-    if (strcmp(f, format) != 0 || (ndim && b->view.ndim != ndim)) {
+    if (!has_format(&b->view, format) || (ndim && b->view.ndim != ndim)) {
         PyErr_Format(PyExc_ValueError, "%s: expected a %d-D array of format '%s', got %d-D '%s'", what, ndim,
                      format, b->view.ndim, b->view.format ? b->view.format : "B");
         release(b);
@@ -228,10 +233,7 @@ static int get_block(PyObject *obj, Buf *b, Py_ssize_t *frame, Py_ssize_t *chann
     if (PyObject_GetBuffer(obj, &b->view, PyBUF_RECORDS_RO) < 0)
         return -1;
     b->held = 1;
-    const char *f = b->view.format ? b->view.format : "B";
-    if (*f == '<' || *f == '=' || *f == '@')
-        f++;
-    int ok = strcmp(f, "h") == 0;
+    int ok = has_format(&b->view, "h");
     if (ok && b->view.ndim == 2 && b->view.shape[0] == BLOCK_IN && b->view.shape[1] == 2) {
         *frame = b->view.strides[0], *channel = b->view.strides[1];
     } else if (ok && b->view.ndim == 1 && b->view.shape[0] == 2 * BLOCK_IN && b->view.strides[0] == 2) {
