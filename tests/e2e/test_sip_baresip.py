@@ -5,6 +5,7 @@ is refused), then the API dials it into a room with a 1 kHz test source. baresip
 from __future__ import annotations
 
 import asyncio
+import socket
 import wave
 from typing import Any
 
@@ -27,10 +28,22 @@ async def node(make_node: Any) -> Any:
 
 
 def port_pair() -> int:
+    """An even port whose next is free too, for UDP and TCP: baresip binds its SIP port on UDP and
+    TCP and the next one for TLS (a taken port + 1 once failed a loaded suite run)."""
     while True:
         port = free_port()
-        if port % 2 == 0:
+        if port % 2 == 0 and port < 65535 and all(_free(port + k, kind) for k in (0, 1)
+                                                   for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM)):
             return port
+
+
+def _free(port: int, kind: int) -> bool:
+    with socket.socket(socket.AF_INET, kind) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def band(spectrum: np.ndarray, freqs: np.ndarray, hz: float) -> float:
