@@ -217,7 +217,7 @@ class NativeG711Bank(_SlotBank):
     def upsample(self, slots: np.ndarray | list[int], samples: np.ndarray,
                  table: np.ndarray | None = None) -> np.ndarray:
         """See :meth:`G711Bank.upsample`."""
-        samples = np.ascontiguousarray(samples, dtype=np.uint8 if table is not None else np.int16)
+        samples = np.ascontiguousarray(samples)  # a slice of a wider array; a wrong dtype is the C side's error
         out = np.empty((len(samples), 6 * samples.shape[1], 2), dtype=np.int16)  # fresh: rows go onto tracks
         _filterbank.upsample(self._up_h, _slot_list(slots), samples, table, _UP_8K, out)
         return out

@@ -295,6 +295,8 @@ def test_c_bank_refuses_bad_arguments_instead_of_reading_past_them() -> None:
         bank.upsample([slot, slot], np.zeros((1, 160), np.int16))  # fewer rows than slots
     with pytest.raises(ValueError):
         bank.downsample([slot], [np.zeros((480, 2), np.int16)])  # not a 20 ms block
+    with pytest.raises(ValueError):  # codes must be bytes: int16 "codes" are refused, not wrapped
+        bank.upsample([slot], np.full((1, 160), 300, np.int16), g711.DECODE_FLOAT["PCMU"])
     with pytest.raises(ValueError):
         bank.encode([slot], [np.zeros((960, 2), np.float32)], "PCMU")  # not int16
     with pytest.raises(ValueError):  # a bad block after good ones: no memory changed
